@@ -1,0 +1,1 @@
+"""tap-kustomer: a Singer tap for Kustomer."""

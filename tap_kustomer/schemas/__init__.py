@@ -1,0 +1,1 @@
+"""Stream schemas, one JSON file per stream."""

@@ -1,0 +1,5 @@
+"""Allow ``python -m tap_kustomer``."""
+
+from tap_kustomer.tap import main
+
+main()

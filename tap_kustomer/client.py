@@ -1,0 +1,420 @@
+"""The base stream: where Kustomer lives, how to authenticate, how to survive it.
+
+Every request of the run goes through one session that draws from the shared
+:class:`~tap_kustomer.budget.RequestBudget`, is retried on 429, 5xx, dropped
+connections and unreadable bodies, and fails with a one-line, secret-free message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import typing as t
+from functools import cached_property
+from http import HTTPStatus
+from urllib.parse import urlparse
+
+import requests
+from singer_sdk.authenticators import BearerTokenAuthenticator
+from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from singer_sdk.streams import RESTStream
+
+from tap_kustomer.budget import RequestBudget
+from tap_kustomer.errors import (
+    ROLE_BY_RESOURCE,
+    ApiUnavailableError,
+    AuthenticationError,
+    ConfigurationError,
+    PermissionDeniedError,
+    UnexpectedResponseError,
+)
+
+if t.TYPE_CHECKING:
+    from singer_sdk.helpers.types import Context
+
+REGION_URLS: dict[str, str] = {
+    "us": "https://api.kustomerapp.com",
+    "eu": "https://api.prod2.kustomerapp.com",
+    "in": "https://api.prod4.kustomerapp.com",
+}
+API_PREFIX = "/v1"
+SEARCH_PATH = "/v1/customers/search"
+_MAX_BACKOFF_SECONDS = 60.0
+_JSON_CACHE_ATTR = "_kustomer_json"
+
+
+def resolve_api_url(config: t.Mapping[str, t.Any]) -> str:
+    """The API host for this config: ``api_url``, else ``org_name``, else ``region``."""
+    if config.get("api_url"):
+        url = str(config["api_url"]).strip().rstrip("/")
+        parsed = urlparse(url)
+        if parsed.scheme not in {"http", "https"} or not parsed.netloc:
+            msg = (
+                f"api_url {url!r} is not a URL; set it to the scheme and host only, "
+                "e.g. https://api.kustomerapp.com"
+            )
+            raise ConfigurationError(msg)
+        if parsed.path.rstrip("/").endswith(API_PREFIX):
+            url = url[: -len(API_PREFIX)]
+        return url
+    if config.get("org_name"):
+        org = str(config["org_name"]).strip().lower()
+        if not org.replace("-", "").isalnum():
+            msg = (
+                f"org_name {org!r} is not a Kustomer org name; use the part before "
+                "'.kustomerapp.com' in your Kustomer address"
+            )
+            raise ConfigurationError(msg)
+        return f"https://{org}.api.kustomerapp.com"
+    region = str(config.get("region") or "us").strip().lower()
+    if region not in REGION_URLS:
+        msg = (
+            f"region {region!r} is unknown; use one of {', '.join(REGION_URLS)} "
+            "(or set org_name or api_url)"
+        )
+        raise ConfigurationError(msg)
+    return REGION_URLS[region]
+
+
+def resource_of_request(request: requests.PreparedRequest | None) -> str:
+    """Which Kustomer resource (and so which role) a request touches."""
+    if request is None or not request.url:
+        return "conversation"
+    path = urlparse(request.url).path
+    if path.endswith("/customers/search"):
+        try:
+            body = json.loads(request.body or b"{}")
+        except (TypeError, ValueError):
+            body = {}
+        return "search:" + str(body.get("queryContext", "conversation"))
+    parts = [p for p in path.split("/") if p]
+    for name, resource in (
+        ("messages", "message"),
+        ("notes", "note"),
+        ("tags", "tag"),
+        ("metadata", "metadata"),
+        ("conversations", "conversation"),
+        ("customers", "customer"),
+    ):
+        if name in parts:
+            return resource
+    return "conversation"
+
+
+class RateLimitedError(RetriableAPIError):
+    """A 429: wait for the window to reset, not for a blind backoff."""
+
+    def __init__(self, message: str, response: requests.Response, wait_seconds: float) -> None:
+        """Carry the wait the budget computed from the rate-limit headers."""
+        super().__init__(message, response)
+        self.wait_seconds = wait_seconds
+
+
+class MalformedResponseError(RetriableAPIError):
+    """A 2xx whose body is not the JSON object Kustomer promises (truncated, HTML)."""
+
+
+class BudgetedSession(requests.Session):
+    """A session that waits for the shared budget before each send."""
+
+    def __init__(self, budget: RequestBudget) -> None:
+        """Bind the run's budget."""
+        super().__init__()
+        self.budget = budget
+
+    def send(self, request: requests.PreparedRequest, **kwargs: t.Any) -> requests.Response:
+        """Acquire budget, send, and feed the response headers back to the budget."""
+        is_search = urlparse(request.url or "").path.endswith("/customers/search")
+        self.budget.acquire(is_search=is_search)
+        response = super().send(request, **kwargs)
+        self.budget.observe(response.headers, is_search=is_search)
+        return response
+
+
+def error_title(response: requests.Response) -> str:
+    """The API's own short explanation of an error, if its body has one."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        first = errors[0]
+        parts = [str(first.get(k)) for k in ("title", "detail", "message") if first.get(k)]
+        return ": ".join(dict.fromkeys(parts))[:300]
+    return ""
+
+
+class KustomerStream(RESTStream[t.Any]):
+    """Base for every Kustomer stream: URL, auth, budget, retries, clear errors."""
+
+    records_jsonpath = "$.data[*]"
+    #: The resource this stream reads, for role errors.
+    resource = "conversation"
+    #: Set by the tap when ``skip_unauthorized_streams`` is on.
+    skip_when_forbidden = False
+
+    @property
+    def url_base(self) -> str:
+        """Scheme and host only; paths carry ``/v1`` themselves, like the API's links."""
+        return resolve_api_url(self.config)
+
+    @cached_property
+    def authenticator(self) -> BearerTokenAuthenticator:
+        """Kustomer API keys are bearer tokens."""
+        return BearerTokenAuthenticator(token=self.config["api_key"])
+
+    @property
+    def http_headers(self) -> dict[str, str]:
+        """Ask for JSON explicitly; Kustomer's gateway answers HTML on some errors."""
+        headers = {"Accept": "application/json"}
+        if self.config.get("user_agent"):
+            headers["User-Agent"] = str(self.config["user_agent"])
+        return headers
+
+    @property
+    def budget(self) -> RequestBudget:
+        """The request budget shared by every stream of this run."""
+        return t.cast("RequestBudget", self._tap.budget)  # type: ignore[attr-defined]
+
+    @cached_property
+    def requests_session(self) -> requests.Session:
+        """One budgeted session per stream; the budget itself is shared."""
+        return BudgetedSession(self.budget)
+
+    @property
+    def timeout(self) -> int:
+        """Seconds to wait for one response before retrying."""
+        return int(self.config.get("request_timeout") or 60)
+
+    # Retries.
+
+    def backoff_max_tries(self) -> int:
+        """Attempts per request before the run stops (with its state saved)."""
+        return int(self.config.get("max_retries", 8)) + 1
+
+    def backoff_wait_generator(self) -> t.Generator[float, t.Any, None]:
+        """Wait out a 429 until its window resets; back off exponentially otherwise."""
+
+        def waits() -> t.Generator[float, t.Any, None]:
+            failures = 0
+            exception = yield 0.0
+            while True:
+                if isinstance(exception, RateLimitedError):
+                    wait = exception.wait_seconds
+                else:
+                    wait = min(_MAX_BACKOFF_SECONDS, self._backoff_base * 2.0**failures)
+                    failures += 1
+                exception = yield wait
+
+        return waits()
+
+    @property
+    def _backoff_base(self) -> float:
+        return float(self.config.get("backoff_base_seconds", 1.0))
+
+    def backoff_jitter(self, value: float) -> float:
+        """Add up to 10% so parallel workers do not retry in lockstep."""
+        import random
+
+        return value * (1.0 + random.random() / 10.0)
+
+    def backoff_handler(self, details: t.Any) -> None:
+        """Log one redacted line per retry."""
+        exc = details.get("exception")
+        reason = type(exc).__name__
+        if isinstance(exc, RetriableAPIError) and exc.response is not None:
+            reason = f"HTTP {exc.response.status_code}"
+        if isinstance(exc, MalformedResponseError):
+            reason = "unreadable response body"
+        self.logger.warning(
+            "Retrying a request of stream '%s' in %.1f s after attempt %d failed (%s)",
+            self.name, details.get("wait", 0.0), details.get("tries", 0), reason,
+        )
+
+    # Responses.
+
+    def response_error_message(self, response: requests.Response) -> str:
+        """A short message: status, path and the API's own title, never headers or URL."""
+        path = urlparse(response.url).path
+        title = error_title(response)
+        message = f"HTTP {response.status_code} {response.reason or ''} on {path}".strip()
+        return f"{message}: {title}" if title else message
+
+    def validate_response(self, response: requests.Response) -> None:
+        """Turn Kustomer's answers into retries or one-line, fixable errors."""
+        status = response.status_code
+        if status == HTTPStatus.TOO_MANY_REQUESTS:
+            is_search = urlparse(response.url).path.endswith("/customers/search")
+            wait = self.budget.rate_limited(response.headers, is_search=is_search)
+            raise RateLimitedError(self.response_error_message(response), response, wait)
+        if status >= HTTPStatus.INTERNAL_SERVER_ERROR:
+            raise RetriableAPIError(self.response_error_message(response), response)
+        if status in {HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN}:
+            raise self._access_error(response)
+        if status == HTTPStatus.NOT_FOUND:
+            raise NotFoundError(self.response_error_message(response))
+        if status >= HTTPStatus.BAD_REQUEST:
+            msg = (
+                f"Kustomer refused a request ({self.response_error_message(response)}); "
+                "check start_date/end_date and the other settings"
+            )
+            raise BadRequestError(msg)
+        body = self._decode(response)
+        setattr(response, _JSON_CACHE_ATTR, body)
+
+    def _decode(self, response: requests.Response) -> dict[str, t.Any]:
+        try:
+            body = json.loads(response.content)
+        except ValueError as exc:
+            kind = response.headers.get("Content-Type", "unknown content type")
+            msg = (
+                f"Kustomer answered {response.status_code} on {urlparse(response.url).path} "
+                f"with a body that is not JSON ({kind}, {len(response.content)} bytes)"
+            )
+            raise MalformedResponseError(msg, response) from exc
+        if not isinstance(body, dict):
+            path = urlparse(response.url).path
+            msg = f"Kustomer answered with JSON that is not an object on {path}"
+            raise MalformedResponseError(msg, response)
+        return body
+
+    def parse_response(self, response: requests.Response) -> t.Iterable[dict]:
+        """Records of a JSON:API list, from the body ``validate_response`` already read."""
+        body = getattr(response, _JSON_CACHE_ATTR, None) or self._decode(response)
+        data = body.get("data")
+        if isinstance(data, dict):
+            data = [data]
+        if not isinstance(data, list):
+            msg = f"Kustomer's answer on {urlparse(response.url).path} has no 'data' list"
+            raise UnexpectedResponseError(msg)
+        yield from (record for record in data if isinstance(record, dict))
+
+    def _access_error(self, response: requests.Response) -> Exception:
+        """Tell an invalid or expired key from a valid key that lacks a role."""
+        resource = resource_of_request(response.request)
+        title = error_title(response)
+        if "expired" in title.lower():
+            return AuthenticationError(
+                "Kustomer rejected the API key: it has expired. Create a new key in "
+                "Kustomer (Settings > Security > API Keys) and set api_key"
+            )
+        key_state = self._key_state()
+        if key_state == "invalid":
+            host = urlparse(self.url_base).netloc
+            return AuthenticationError(
+                f"Kustomer ({host}) rejected the API key (HTTP {response.status_code}). "
+                "Check api_key for typos or spaces, and that region/org_name/api_url "
+                "point at your org's region"
+            )
+        if key_state == "expired":
+            return AuthenticationError(
+                "Kustomer rejected the API key: it has expired. Create a new key in "
+                "Kustomer (Settings > Security > API Keys) and set api_key"
+            )
+        if resource.startswith("search:"):
+            target = resource.split(":", 1)[1]
+            roles = [ROLE_BY_RESOURCE["search"], ROLE_BY_RESOURCE.get(target, target)]
+            resource = target
+        else:
+            roles = [ROLE_BY_RESOURCE.get(resource, resource)]
+        return PermissionDeniedError(
+            f"The API key lacks a role needed for {resource}s (HTTP {response.status_code}). "
+            f"Give a key the role(s) {' and '.join(roles)}, or deselect stream "
+            f"'{self.name}' (or set skip_unauthorized_streams: true)",
+            role=roles[-1],
+            resource=resource,
+        )
+
+    def _key_state(self) -> str:
+        """'valid', 'invalid' or 'expired', asked of the endpoint any valid key may call."""
+        url = f"{self.url_base}{API_PREFIX}/auth/tokens/current"
+        prepared = self.build_prepared_request(
+            method="GET", url=url, headers=self.http_headers
+        )
+        try:
+            response = self.requests_session.send(
+                self.authenticator(prepared), timeout=self.timeout
+            )
+        except requests.RequestException:
+            return "valid"
+        if response.status_code in {HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN}:
+            return "expired" if "expired" in error_title(response).lower() else "invalid"
+        return "valid"
+
+    # Direct requests, for the search walk and the thread planner.
+
+    def request_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, t.Any] | None = None,
+        body: dict[str, t.Any] | None = None,
+        context: Context | None = None,
+    ) -> dict[str, t.Any]:
+        """Send one request with the budget and retries; return its JSON object."""
+        url = path if path.startswith(("http://", "https://")) else f"{self.url_base}{path}"
+        prepared = self.build_prepared_request(
+            method=method,
+            url=url,
+            params=params or {},
+            headers=self.http_headers,
+            json=body,
+        )
+        send = self.request_decorator(self._request)
+        try:
+            response = send(prepared, context)
+        except RetriableAPIError as exc:
+            raise ApiUnavailableError(give_up_message(exc, self.backoff_max_tries())) from exc
+        except requests.RequestException as exc:
+            raise ApiUnavailableError(
+                unreachable_message(self.url_base, exc, self.backoff_max_tries())
+            ) from exc
+        return getattr(response, _JSON_CACHE_ATTR, None) or self._decode(response)
+
+    def search(self, body: dict[str, t.Any], page: int, page_size: int) -> dict[str, t.Any]:
+        """One page of ``POST /v1/customers/search`` (page and size go in the query)."""
+        return self.request_json(
+            "POST", SEARCH_PATH, params={"page": page, "pageSize": page_size}, body=body
+        )
+
+    def request_records(self, context: Context | None) -> t.Iterable[dict]:
+        """The SDK's paginated requests, with the same one-line errors as direct ones."""
+        try:
+            yield from super().request_records(context)
+        except RetriableAPIError as exc:
+            raise ApiUnavailableError(give_up_message(exc, self.backoff_max_tries())) from exc
+        except requests.RequestException as exc:
+            raise ApiUnavailableError(
+                unreachable_message(self.url_base, exc, self.backoff_max_tries())
+            ) from exc
+
+
+class NotFoundError(FatalAPIError):
+    """A 404: the object is gone (deleted between search and fetch) or the path is wrong."""
+
+
+class BadRequestError(FatalAPIError, UnexpectedResponseError):
+    """A 400 the tap cannot retry: the query or a setting is wrong."""
+
+
+def give_up_message(exc: RetriableAPIError, tries: int) -> str:
+    """Why the run stopped after retrying, and that the next run resumes."""
+    return (
+        f"Kustomer kept failing after {tries} attempts ({exc}); the run stopped at its "
+        "last saved state, run it again to resume"
+    )
+
+
+def unreachable_message(url_base: str, exc: Exception, tries: int) -> str:
+    """Why Kustomer could not be reached, and what to check."""
+    host = urlparse(url_base).netloc
+    reason = type(exc).__name__
+    return (
+        f"Cannot reach Kustomer at {host} after {tries} attempts ({reason}); check "
+        "region, org_name or api_url and your network, then run again to resume"
+    )
+
+
+logging.getLogger("urllib3").setLevel(logging.WARNING)

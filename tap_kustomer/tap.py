@@ -1,0 +1,287 @@
+"""tap-kustomer: the settings and the stream list."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import typing as t
+
+from singer_sdk import Tap
+from singer_sdk import typing as th
+
+from tap_kustomer import streams
+from tap_kustomer.budget import RequestBudget
+from tap_kustomer.client import REGION_URLS, resolve_api_url
+from tap_kustomer.errors import ConfigurationError, KustomerTapError, install_redactor
+from tap_kustomer.search import parse_timestamp
+
+if t.TYPE_CHECKING:
+    from singer_sdk.streams import Stream
+
+STREAM_TYPES: list[type[streams.KustomerStream]] = [
+    streams.ConversationsStream,
+    streams.MessagesStream,
+    streams.NotesStream,
+    streams.CustomersStream,
+    streams.TagsStream,
+]
+
+
+class TapKustomer(Tap):
+    """Singer tap for Kustomer: resolved conversations with whole threads."""
+
+    name = "tap-kustomer"
+    package_name = "kustomer-singer-tap"
+
+    config_jsonschema = th.PropertiesList(
+        th.Property(
+            "api_key",
+            th.StringType(nullable=False),
+            required=True,
+            secret=True,
+            title="API Key",
+            description=(
+                "Kustomer API key (Settings > Security > API Keys) with the read roles of "
+                "the selected streams and org.permission.search.create."
+            ),
+        ),
+        th.Property(
+            "start_date",
+            th.DateTimeType,
+            title="Start Date",
+            description=(
+                "Read records resolved (or updated) at or after this ISO-8601 time on the "
+                "first run; a saved bookmark wins over it. Unset: all searchable history."
+            ),
+        ),
+        th.Property(
+            "end_date",
+            th.DateTimeType,
+            title="End Date",
+            description="Optional upper bound (ISO-8601) for a bounded backfill.",
+        ),
+        th.Property(
+            "region",
+            th.StringType,
+            default="us",
+            allowed_values=sorted(REGION_URLS),
+            title="Region",
+            description=(
+                "Kustomer region of the org: us (api.kustomerapp.com), eu "
+                "(api.prod2.kustomerapp.com) or in (api.prod4.kustomerapp.com)."
+            ),
+        ),
+        th.Property(
+            "org_name",
+            th.StringType,
+            title="Org Name",
+            description="Org subdomain; the tap then calls https://{org_name}.api.kustomerapp.com.",
+        ),
+        th.Property(
+            "api_url",
+            th.StringType,
+            title="API URL",
+            description=(
+                "Scheme and host of the API, without /v1; overrides region and org_name."
+            ),
+        ),
+        th.Property(
+            "resolved_only",
+            th.BooleanType,
+            default=True,
+            title="Resolved Conversations Only",
+            description=(
+                "Extract only resolved (done) conversations, bookmarked on resolution "
+                "time; false extracts every conversation, bookmarked on update time."
+            ),
+        ),
+        th.Property(
+            "data_mutability",
+            th.BooleanType,
+            default=False,
+            title="Data Mutability",
+            description=(
+                "Emit a resolved conversation again (with its whole thread) whenever it "
+                "changes after it was emitted, e.g. tags or custom fields, even if it was "
+                "not resolved again."
+            ),
+        ),
+        th.Property(
+            "index_lag_minutes",
+            th.NumberType,
+            default=15,
+            title="Search Index Lag (minutes)",
+            description=(
+                "Kustomer's search index can lag behind changes; each run reads only what "
+                "is older than this, leaving the rest to the next run so nothing is missed."
+            ),
+        ),
+        th.Property(
+            "rate_limit_share_percent",
+            th.NumberType,
+            default=80,
+            title="Rate Limit Share (%)",
+            description=(
+                "Share of the org's per-minute limits (from x-ratelimit headers) this tap "
+                "may use, leaving the rest to the org's other integrations."
+            ),
+        ),
+        th.Property(
+            "max_requests_per_minute",
+            th.IntegerType,
+            title="Max Requests per Minute",
+            description="Hard cap on this tap's requests per minute (all endpoints).",
+        ),
+        th.Property(
+            "max_search_requests_per_minute",
+            th.IntegerType,
+            title="Max Search Requests per Minute",
+            description="Hard cap on this tap's search requests per minute.",
+        ),
+        th.Property(
+            "max_workers",
+            th.IntegerType,
+            default=4,
+            title="Max Workers",
+            description="Concurrent requests for conversation threads.",
+        ),
+        th.Property(
+            "request_timeout",
+            th.IntegerType,
+            default=60,
+            title="Request Timeout (s)",
+            description="Seconds to wait for one response before retrying it.",
+        ),
+        th.Property(
+            "max_retries",
+            th.IntegerType,
+            default=8,
+            title="Max Retries",
+            description=(
+                "Retries of one request on 429, 5xx, timeouts, dropped connections and "
+                "unreadable bodies before the run stops (its state saved)."
+            ),
+        ),
+        th.Property(
+            "skip_unauthorized_streams",
+            th.BooleanType,
+            default=False,
+            title="Skip Unauthorized Streams",
+            description=(
+                "When the key lacks the role of a stream, skip that stream with a warning "
+                "instead of failing the run."
+            ),
+        ),
+        th.Property(
+            "debug",
+            th.BooleanType,
+            default=False,
+            title="Debug",
+            description="Print full Python tracebacks on errors (secrets still redacted).",
+        ),
+        th.Property(
+            "user_agent",
+            th.StringType,
+            title="User Agent",
+            description="User-Agent header to send.",
+        ),
+    ).to_dict()
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        """Validate what the JSON schema cannot, and scrub the key from all output."""
+        super().__init__(*args, **kwargs)
+        install_redactor([str(self.config.get("api_key") or "")])
+        check_config(self.config)
+        share = float(self.config.get("rate_limit_share_percent") or 80) / 100.0
+        self.budget = RequestBudget(
+            share=share,
+            max_requests_per_minute=self.config.get("max_requests_per_minute"),
+            max_search_requests_per_minute=self.config.get("max_search_requests_per_minute"),
+        )
+
+    def sync_all(self) -> None:
+        """Check the key once, then sync each stream; optionally skip forbidden ones."""
+        self.preflight()
+        if not self.config.get("skip_unauthorized_streams"):
+            super().sync_all()
+            return
+        for stream in self.streams.values():
+            if isinstance(stream, streams.KustomerStream):
+                stream.skip_when_forbidden = True
+        super().sync_all()
+
+    def preflight(self) -> None:
+        """Fail fast on an unreachable host or a bad key, and learn the server's clock."""
+        probe = next(iter(self.streams.values()))
+        assert isinstance(probe, streams.KustomerStream)
+        probe.request_json("GET", "/v1/auth/tokens/current")
+
+    def discover_streams(self) -> list[Stream]:
+        """The five streams."""
+        return [stream_type(tap=self) for stream_type in STREAM_TYPES]
+
+
+def check_config(config: t.Mapping[str, t.Any]) -> None:
+    """Reject settings that cannot work, naming the fix, before any request."""
+    key = config.get("api_key")
+    if isinstance(key, str) and key != key.strip():
+        msg = "api_key has leading or trailing spaces; paste the key without them"
+        raise ConfigurationError(msg)
+    if isinstance(key, str) and not key.strip():
+        msg = "api_key is empty; set it to a Kustomer API key"
+        raise ConfigurationError(msg)
+    dates = {}
+    for name in ("start_date", "end_date"):
+        raw = config.get(name)
+        if raw in (None, ""):
+            continue
+        parsed = parse_timestamp(raw)
+        if parsed is None:
+            msg = f"{name} {raw!r} is not a date; use ISO-8601, e.g. 2024-01-31T00:00:00Z"
+            raise ConfigurationError(msg)
+        dates[name] = parsed
+    if "start_date" in dates and "end_date" in dates and dates["end_date"] <= dates["start_date"]:
+        msg = (
+            f"end_date {config['end_date']} is not after start_date {config['start_date']}; "
+            "swap them or remove end_date"
+        )
+        raise ConfigurationError(msg)
+    for name in ("rate_limit_share_percent",):
+        value = config.get(name)
+        if value is not None and not 0 < float(value) <= 100:
+            msg = f"{name} must be between 1 and 100, not {value}"
+            raise ConfigurationError(msg)
+    resolve_api_url(config)
+
+
+def main() -> None:
+    """Run the CLI; print a one-line error (no traceback) for anything the user can fix."""
+    debug = os.environ.get("TAP_KUSTOMER_DEBUG", "").lower() in {"1", "true", "yes"}
+    if "--debug" in sys.argv:
+        sys.argv.remove("--debug")
+        debug = True
+    try:
+        TapKustomer.cli(standalone_mode=False)
+    except KustomerTapError as exc:
+        _fail(str(exc), exc, debug=debug, code=exc.exit_code)
+    except json.JSONDecodeError as exc:
+        _fail(f"a config, state or catalog file is not valid JSON ({exc})", exc, debug=debug)
+    except SystemExit:
+        raise
+    except Exception as exc:
+        _fail(f"{type(exc).__name__}: {exc}", exc, debug=debug)
+
+
+def _fail(message: str, exc: BaseException, *, debug: bool, code: int = 1) -> t.NoReturn:
+    if debug:
+        import traceback
+
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    sys.stderr.write(f"tap-kustomer: error: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    main()
