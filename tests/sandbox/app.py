@@ -1,0 +1,312 @@
+"""The Sandbox object: data, clock, HTTP server thread, scenario and truth API."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import threading
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from .clock import SandboxClock, fmt_ms, ms_to_dt, parse_ts
+from .options import KeySpec, SandboxOptions
+from .server import Api, Response, SandboxServer, make_server
+from .store import NotFoundError, Store
+
+TRUTH_KINDS = ("conversations", "messages", "notes", "customers", "tags")
+_KIND = {"conversations": "conversation", "messages": "message", "notes": "note",
+         "customers": "customer", "tags": "tag", "users": "user", "teams": "team",
+         "shortcuts": "shortcut"}
+
+TimeLike = str | int | datetime | None
+
+
+def _ms(value: TimeLike) -> int | None:
+    return None if value is None else parse_ts(value)
+
+
+class Sandbox:
+    """A local Kustomer API emulator.
+
+    Build it (data is generated at once), ``start()`` it to serve on 127.0.0.1,
+    drive scenarios with the mutation methods and compare a tap's output with
+    ``truth()``.
+    """
+
+    def __init__(self, options: SandboxOptions | None = None) -> None:
+        self.options = options or SandboxOptions()
+        self.clock = SandboxClock(parse_ts(self.options.now))
+        self.store = Store(self.options, self.clock)
+        self.api = Api(self)
+        self.control = Control(self)
+        self._server: SandboxServer | None = None
+        self._thread: threading.Thread | None = None
+        self.base_url: str | None = None
+
+    # -- lifecycle --------------------------------------------------------------
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve in a daemon thread; returns the base URL (no trailing slash)."""
+        if self._server is not None:
+            assert self.base_url is not None
+            return self.base_url
+        self._server = make_server(self, host, port)
+        bound_port = self._server.server_address[1]
+        self.base_url = f"http://{host}:{bound_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.1},
+                                        name="kustomer-sandbox", daemon=True)
+        self._thread.start()
+        return self.base_url
+
+    def serve_forever(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Serve in the calling thread (used by the CLI)."""
+        self._server = make_server(self, host, port)
+        self.base_url = f"http://{host}:{self._server.server_address[1]}"
+        self._server.serve_forever(poll_interval=0.2)
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> Sandbox:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- options and clock ----------------------------------------------------------
+    def set_option(self, name: str, value: Any) -> None:
+        """Change a behaviour switch at runtime (same as assigning sb.options.<name>)."""
+        if name not in {f.name for f in dataclasses.fields(SandboxOptions)}:
+            raise AttributeError(f"unknown option {name!r}")
+        if name == "extra_keys" and isinstance(value, dict):
+            value = {k: v if isinstance(v, KeySpec) else _keyspec(v) for k, v in value.items()}
+        setattr(self.options, name, value)
+
+    def now(self) -> datetime:
+        """Sandbox now as an aware datetime."""
+        return ms_to_dt(self.clock.now_ms())
+
+    def now_iso(self) -> str:
+        """Sandbox now in the API's ISO format."""
+        return fmt_ms(self.clock.now_ms())
+
+    def advance_clock(self, seconds: float) -> str:
+        """Move the sandbox clock forward; returns the new now (ISO)."""
+        return fmt_ms(self.clock.advance(seconds))
+
+    # -- mutations ----------------------------------------------------------------------
+    def _render(self, kind: str, rec: Any) -> dict[str, Any]:
+        with self.store.lock:
+            return self.store.render(kind, rec)
+
+    def reply(self, conversation_id: str, body: str | None = None,
+              direction: str = "in") -> dict[str, Any]:
+        """Add a message; inbound reopens a done or snoozed conversation."""
+        return self._render("message", self.store.reply(conversation_id, body, direction))
+
+    def resolve(self, conversation_id: str) -> dict[str, Any]:
+        """Mark done now (lastDone.createdAt = now, doneCount+1)."""
+        return self._render("conversation", self.store.resolve(conversation_id))
+
+    def reopen(self, conversation_id: str) -> dict[str, Any]:
+        """Set open; lastDone keeps its createdAt; reopenCount+1 if it was done."""
+        return self._render("conversation", self.store.reopen(conversation_id))
+
+    def set_tags(self, conversation_id: str, tag_ids: list[str]) -> dict[str, Any]:
+        """Replace the conversation's tags (updatedAt bumped, lastDone untouched)."""
+        return self._render("conversation", self.store.set_tags(conversation_id, tag_ids))
+
+    def set_custom(self, conversation_id: str, attrs: dict[str, Any]) -> dict[str, Any]:
+        """Merge custom attributes into the conversation."""
+        return self._render("conversation", self.store.set_custom(conversation_id, attrs))
+
+    def add_note(self, conversation_id: str, body: str | None = None) -> dict[str, Any]:
+        """Add a note to the conversation."""
+        return self._render("note", self.store.add_note(conversation_id, body))
+
+    def add_customer(self, **attrs: Any) -> dict[str, Any]:
+        """Create a customer; attrs: name, firstName, lastName, email, emails, phones,
+        externalId, locale, tags, custom."""
+        return self._render("customer", self.store.add_customer(**attrs))
+
+    def update_customer(self, customer_id: str, **attrs: Any) -> dict[str, Any]:
+        """Change customer attributes (same keys as add_customer)."""
+        return self._render("customer", self.store.update_customer(customer_id, **attrs))
+
+    def add_conversation(self, customer_id: str | None = None, status: str = "open",
+                         messages: int = 1) -> dict[str, Any]:
+        """Create a conversation with ``messages`` messages stamped now."""
+        return self._render("conversation",
+                            self.store.add_conversation(customer_id, status, messages))
+
+    def simulate_activity(self, hours: float = 3.0, seed: int | None = None) -> dict[str, Any]:
+        """Apply a few hours of activity and advance the clock by ``hours``."""
+        return self.store.simulate_activity(hours, seed)
+
+    # -- stats -----------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Request counters (see README in the package docstring)."""
+        return self.api.stats.snapshot()
+
+    def reset_stats(self) -> None:
+        """Zero the counters (rate-limit windows keep running)."""
+        self.api.stats.reset()
+
+    def request_log(self) -> list[dict[str, Any]]:
+        """The last requests: route, status, fault, real epoch time."""
+        with self.api.stats.lock:
+            return list(self.api.stats.log)
+
+    # -- ground truth ----------------------------------------------------------------------
+    def truth(self, kinds: tuple[str, ...] | list[str] | None = None) -> dict[str, list[Any]]:
+        """Current full dataset as GET endpoints render it (fresh copies)."""
+        out: dict[str, list[Any]] = {}
+        with self.store.lock:
+            for kind in kinds or TRUTH_KINDS:
+                single = _KIND[kind]
+                recs = self.store.records(single)
+                if single in ("conversation", "message", "note", "customer"):
+                    out[kind] = [self.store.render(single, r) for r in recs]
+                else:
+                    out[kind] = copy.deepcopy(recs)
+        return out
+
+    def resolved_conversation_ids(self, since: TimeLike = None,
+                                  until: TimeLike = None) -> list[str]:
+        """Ids of done conversations with since <= lastDone.createdAt < until."""
+        lo, hi = _ms(since), _ms(until)
+        with self.store.lock:
+            return [
+                c["id"] for c in self.store.conversations
+                if c["status"] == "done" and c["lastDone"] is not None
+                and (lo is None or c["lastDone"]["at"] >= lo)
+                and (hi is None or c["lastDone"]["at"] < hi)
+            ]
+
+    def updated_ids(self, kind: str, since: TimeLike = None,
+                    until: TimeLike = None) -> list[str]:
+        """Ids of records of ``kind`` (plural) with since <= updatedAt < until."""
+        lo, hi = _ms(since), _ms(until)
+        single = _KIND[kind]
+        with self.store.lock:
+            out = []
+            for rec in self.store.records(single):
+                if isinstance(rec, dict) and "attributes" in rec:
+                    stamp = parse_ts(rec["attributes"]["updatedAt"])
+                    rid = rec["id"]
+                elif isinstance(rec, dict):
+                    stamp, rid = rec["updated"], rec["id"]
+                else:
+                    stamp, rid = rec.updated, rec.id
+                if (lo is None or stamp >= lo) and (hi is None or stamp < hi):
+                    out.append(rid)
+            return out
+
+    def tie_cluster_times(self) -> list[dict[str, Any]]:
+        """The generated tie clusters: kind, size and the shared timestamp."""
+        return [{"kind": k, "size": n, "at": fmt_ms(t)} for k, n, t in self.store.cluster_times]
+
+
+def _keyspec(value: Any) -> KeySpec:
+    """KeySpec from JSON: {"without": [...], "denial_status": 401, "expired": true}."""
+    if not isinstance(value, dict):
+        raise ValueError("key spec must be an object")
+    if value.get("expired"):
+        return KeySpec.expired_key()
+    if "without" in value:
+        return KeySpec.without(*value["without"], denial_status=int(value.get("denial_status",
+                                                                               403)))
+    roles = value.get("roles")
+    return KeySpec(roles=frozenset(roles) if roles is not None else None,
+                   denial_status=int(value.get("denial_status", 403)))
+
+
+class Control:
+    """``/__control/...``: JSON endpoints mirroring the Python methods (no auth)."""
+
+    POST_METHODS = ("reply", "resolve", "reopen", "set_tags", "set_custom", "add_note",
+                    "add_customer", "update_customer", "add_conversation",
+                    "simulate_activity", "advance_clock")
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sb = sandbox
+
+    def handle(self, method: str, raw_path: str, body: bytes) -> Response:
+        """Run one control call; errors come back as 400/404 JSON."""
+        parts = urlsplit(raw_path)
+        name = parts.path.rstrip("/").removeprefix("/__control").strip("/")
+        query = dict(parse_qsl(parts.query))
+        try:
+            args = json.loads(body) if body else {}
+            if not isinstance(args, dict):
+                raise ValueError("body must be a JSON object")
+            result = self._call(method, name, query, args)
+            status = 200
+        except NotFoundError as exc:
+            result, status = {"error": str(exc)}, 404
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            result, status = {"error": f"{type(exc).__name__}: {exc}"}, 400
+        return Response(status, json.dumps(result, ensure_ascii=False, default=str).encode())
+
+    def _call(self, method: str, name: str, query: dict[str, str], args: dict[str, Any]) -> Any:
+        sb = self.sb
+        if method == "GET":
+            if name in ("", "health"):
+                return {"ok": True, "now": sb.now_iso(), "base_url": sb.base_url}
+            if name == "now":
+                return {"now": sb.now_iso()}
+            if name == "stats":
+                return sb.stats()
+            if name == "log":
+                return sb.request_log()
+            if name == "truth":
+                kinds = query.get("kinds")
+                return sb.truth(kinds.split(",") if kinds else None)
+            if name == "resolved":
+                return sb.resolved_conversation_ids(query.get("since"), query.get("until"))
+            if name == "options":
+                return {f.name: _jsonable(getattr(sb.options, f.name))
+                        for f in dataclasses.fields(SandboxOptions)}
+            if name == "clusters":
+                return sb.tie_cluster_times()
+            raise KeyError(f"unknown control endpoint GET {name}")
+        if method != "POST":
+            raise KeyError(f"unsupported method {method}")
+        if name == "reset_stats":
+            sb.reset_stats()
+            return {"ok": True}
+        if name == "options":
+            for key, value in args.items():
+                sb.set_option(key, value)
+            return {"ok": True}
+        if name == "advance_clock":
+            return {"now": sb.advance_clock(float(args.get("seconds", 0)))}
+        if name in ("add_customer", "update_customer"):
+            attrs = dict(args.get("attrs", {}))
+            attrs.update({k: v for k, v in args.items() if k not in ("attrs", "customer_id")})
+            if name == "add_customer":
+                return sb.add_customer(**attrs)
+            return sb.update_customer(args["customer_id"], **attrs)
+        if name in self.POST_METHODS:
+            return getattr(sb, name)(**args)
+        raise KeyError(f"unknown control endpoint POST {name}")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, frozenset, set)):
+        return [_jsonable(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(dataclasses.asdict(value))
+    return value

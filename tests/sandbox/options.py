@@ -1,0 +1,131 @@
+"""Options (behaviour switches) of the sandbox and API key specifications."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .clock import default_anchor
+
+#: Read roles per resource. A key needs either of the two names.
+RESOURCE_ROLES: dict[str, tuple[str, ...]] = {
+    "search": ("org.permission.search.create", "org.user.search.read"),
+    "conversation": ("org.user.conversation.read", "org.permission.conversation.read"),
+    "message": ("org.user.message.read", "org.permission.message.read"),
+    "note": ("org.user.note.read", "org.permission.note.read"),
+    "customer": ("org.user.customer.read", "org.permission.customer.read"),
+    "tag": ("org.user.tag.read", "org.permission.tag.read"),
+    "user": ("org.user.user.read", "org.permission.user.read"),
+    "team": ("org.user.team.read", "org.permission.team.read"),
+    "shortcut": ("org.user.shortcut.read", "org.permission.shortcut.read"),
+    "metadata": ("org.user.metadata.read", "org.permission.metadata.read"),
+}
+
+ALL_ROLES: tuple[str, ...] = tuple(role for roles in RESOURCE_ROLES.values() for role in roles)
+
+
+@dataclass
+class KeySpec:
+    """An extra API key: which roles it has and how a missing role is reported.
+
+    ``roles=None`` means every role. ``denial_status`` is 401 or 403 because the
+    real API documents both for a missing role.
+    """
+
+    roles: frozenset[str] | None = None
+    denial_status: int = 403
+    expired: bool = False
+    name: str = "extra key"
+
+    @classmethod
+    def without(cls, *resources: str, denial_status: int = 403) -> KeySpec:
+        """Key with every role except the read roles of ``resources`` (e.g. "tag")."""
+        banned = {role for res in resources for role in RESOURCE_ROLES[res]}
+        return cls(
+            roles=frozenset(r for r in ALL_ROLES if r not in banned),
+            denial_status=denial_status,
+            name=f"key without {','.join(resources)}",
+        )
+
+    @classmethod
+    def expired_key(cls) -> KeySpec:
+        """Key that is known but past its expiry."""
+        return cls(expired=True, name="expired key")
+
+    def allows(self, resource: str) -> bool:
+        """Whether the key holds one of the read roles of ``resource``."""
+        if self.roles is None:
+            return True
+        return any(role in self.roles for role in RESOURCE_ROLES[resource])
+
+    def role_list(self) -> list[str]:
+        """Roles as a sorted list (for /v1/auth/tokens/current)."""
+        return sorted(ALL_ROLES if self.roles is None else self.roles)
+
+
+@dataclass
+class SandboxOptions:
+    """Every knob of the sandbox.
+
+    Data fields (seed, now, customers, conversations, tags, users, tie_clusters)
+    are read once when the Sandbox is built. All other fields are read on every
+    request, so tests may change them at runtime (``sb.options.fault_5xx_rate = .2``).
+    """
+
+    # --- data -------------------------------------------------------------
+    seed: int = 1
+    now: str = field(default_factory=default_anchor)
+    customers: int = 100
+    conversations: int = 300
+    tags: int = 50
+    users: int = 8
+    months: int = 18
+    #: extra clusters sharing one timestamp: (kind, size), kind in
+    #: "resolve" | "import" | "customers"
+    tie_clusters: list[tuple[str, int]] = field(default_factory=list)
+
+    # --- auth ---------------------------------------------------------------
+    api_key: str = "sandbox-key"
+    extra_keys: dict[str, KeySpec] = field(default_factory=dict)
+
+    # --- rate limits (real time) ---------------------------------------------
+    org_rpm: int = 1000
+    search_rpm: int = 100
+    #: "epoch" = x-ratelimit-reset in real epoch seconds; "delta" = seconds until reset
+    reset_format: str = "epoch"
+
+    # --- latency and faults ----------------------------------------------------
+    latency_ms: float = 0.0
+    latency_jitter_ms: float = 0.0
+    fault_5xx_rate: float = 0.0
+    fault_502_html_rate: float = 0.0
+    fault_reset_rate: float = 0.0
+    fault_truncated_rate: float = 0.0
+    #: restrict faults to routes whose template contains one of these strings
+    #: (e.g. ["/search"]); None = every /v1 route
+    fault_routes: list[str] | None = None
+    faults_exempt_control: bool = True
+
+    # --- search -------------------------------------------------------------
+    index_lag_seconds: float = 0.0
+    #: past the reachable window: "error" (HTTP 400) | "empty" (200, no data)
+    cap_behavior: str = "error"
+    search_result_cap: int = 10_000
+    search_max_page_size: int = 500
+    search_default_page_size: int = 100
+    #: reject unknown top-level body keys with 400 (the OAS says
+    #: additionalProperties: false)
+    search_strict_body: bool = True
+
+    # --- list endpoints --------------------------------------------------------
+    list_max_page_size: int = 100
+    tags_include_deleted_by_default: bool = True
+    multi_get_max_ids: int = 100
+
+    # --- bookkeeping -----------------------------------------------------------
+    request_log_size: int = 5000
+
+    def key_spec(self, key: str) -> KeySpec | None:
+        """Resolve an API key (exact match, no trimming) to its spec."""
+        if key == self.api_key:
+            return KeySpec(name="full key")
+        return self.extra_keys.get(key)

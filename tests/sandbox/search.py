@@ -1,0 +1,337 @@
+"""Evaluation of ``POST /v1/customers/search`` bodies: criteria, sort, validation."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .clock import parse_ts
+
+if TYPE_CHECKING:
+    from .store import Store
+
+QUERY_CONTEXT_RE = re.compile(
+    r"^(company|customer|message|conversation|conversation_time|note|kobject|kobject_.*"
+    r"|work_session|work_item)$"
+)
+BODY_KEYS = {"searchHash", "queryContext", "includeDeleted", "timeZone", "and", "or", "not",
+             "sort", "aggs", "fields"}
+OPS = ("gte", "gt", "lte", "lt", "equals")
+
+Getter = Callable[[Any], Any]
+Pred = Callable[[Any], bool]
+
+
+class SearchError(ValueError):
+    """A malformed query; the server answers 400 with this message."""
+
+
+def _done_at(key: str) -> Getter:
+    def get(c: dict[str, Any]) -> Any:
+        block = c[key]
+        return None if block is None else block["at"]
+    return get
+
+
+def build_fields(store: Store) -> dict[str, dict[str, tuple[str, Getter]]]:
+    """Supported search fields per queryContext: name -> (type, getter)."""
+    cust_id = lambda c: store.customers[c["cust"]]["id"]  # noqa: E731
+    conv_id = lambda c: store.conversations[c.conv]["id"]  # noqa: E731
+    user_id = lambda i: store.users[i]["id"]  # noqa: E731
+
+    def done_by(key: str) -> Getter:
+        return lambda c: None if c[key] is None else user_id(c[key]["by"])
+
+    return {
+        "conversation": {
+            "conversation_status": ("str", lambda c: c["status"]),
+            "conversation_created_at": ("dt", lambda c: c["created"]),
+            "conversation_updated_at": ("dt", lambda c: c["updated"]),
+            "conversation_modified_at": ("dt", lambda c: c["modified"]),
+            "conversation_last_done_created_at": ("dt", _done_at("lastDone")),
+            "conversation_last_done_created_by": ("str", done_by("lastDone")),
+            "conversation_first_done_created_by": ("str", done_by("firstDone")),
+            "conversation_imported_at": ("dt", lambda c: c.get("imported")),
+            "conversation_tags": ("list", lambda c: c["tags"]),
+            "conversation_customer_id": ("str", cust_id),
+            "conversation_message_count": ("num", lambda c: len(c["msgs"])),
+            "conversation_note_count": ("num", lambda c: len(c["notes"])),
+            "conversation_priority": ("num", lambda c: c["priority"]),
+            "conversation_direction": ("str", lambda c: c["direction"]),
+            "conversation_name": ("str", lambda c: c["name"]),
+            "conversation_channels": ("list", lambda c: c["channels"]),
+            "conversation_assigned_users": ("list",
+                                            lambda c: [user_id(u) for u in c["assigned"]]),
+        },
+        "customer": {
+            "customer_created_at": ("dt", lambda c: c["created"]),
+            "customer_updated_at": ("dt", lambda c: c["updated"]),
+            "customer_modified_at": ("dt", lambda c: c["modified"]),
+            "customer_name": ("str", lambda c: c["name"]),
+            "customer_email": ("list", lambda c: [e["email"] for e in c["emails"]]),
+            "customer_locale": ("str", lambda c: c["locale"]),
+            "customer_tags": ("list", lambda c: c["tags"]),
+        },
+        "message": {
+            "message_created_at": ("dt", lambda m: m.created),
+            "message_updated_at": ("dt", lambda m: m.updated),
+            "message_sent_at": ("dt", lambda m: m.sent),
+            "message_customer_id": ("str", lambda m: store.customers[m.cust]["id"]),
+            "message_channel": ("str", lambda m: m.channel),
+            "message_direction": ("str", lambda m: m.direction),
+            "message_direction_type": ("str", lambda m: m.dtype),
+            # not in Kustomer's standard-attribute list; accepted for convenience
+            "message_conversation_id": ("str", conv_id),
+        },
+        "note": {
+            "note_created_at": ("dt", lambda n: n.created),
+            "note_updated_at": ("dt", lambda n: n.updated),
+            "note_modified_at": ("dt", lambda n: n.updated),
+            "note_conversation_id": ("str", conv_id),
+            "note_customer_id": ("str", lambda n: store.customers[n.cust]["id"]),
+            "note_user_mentions": ("list", lambda n: [user_id(u) for u in n.mentions]),
+            "note_deleted": ("bool", lambda n: False),
+        },
+    }
+
+
+_SUFFIX_TYPES = (("At", "dt"), ("Num", "num"), ("Bool", "bool"))
+
+
+def _custom_field(context: str, name: str) -> tuple[str, Getter] | None:
+    prefix = f"{context}_custom_"
+    if context not in ("conversation", "customer") or not name.startswith(prefix):
+        return None
+    attr = name[len(prefix):]
+    if not attr:
+        return None
+    kind = next((t for suffix, t in _SUFFIX_TYPES if attr.endswith(suffix)), "str")
+
+    def get(rec: dict[str, Any]) -> Any:
+        value = rec["custom"].get(attr)
+        if kind == "dt" and isinstance(value, str):
+            try:
+                return parse_ts(value)
+            except ValueError:
+                return None
+        return value
+
+    return kind, get
+
+
+class Query:
+    """A validated search body, compiled to a predicate and a sort."""
+
+    def __init__(self, store: Store, body: Any, fields: dict[str, dict[str, tuple[str, Getter]]],
+                 strict: bool = True) -> None:
+        if not isinstance(body, dict):
+            raise SearchError("request body must be a JSON object")
+        if strict:
+            unknown = sorted(set(body) - BODY_KEYS)
+            if unknown:
+                raise SearchError(f"unknown body properties: {', '.join(unknown)}")
+        context = body.get("queryContext")
+        if not isinstance(context, str) or not QUERY_CONTEXT_RE.match(context):
+            raise SearchError(f"invalid queryContext: {context!r}")
+        self.context = context
+        self.fields = fields.get(context)
+        tz = body.get("timeZone")
+        if tz is not None and not isinstance(tz, str):
+            raise SearchError("timeZone must be a string")
+        self.tz = tz
+        self.store = store
+        preds_and = self._compile_group(body.get("and"))
+        preds_or = self._compile_group(body.get("or"))
+        preds_not = self._compile_group(body.get("not"))
+
+        def pred(rec: Any) -> bool:
+            for p in preds_and:
+                if not p(rec):
+                    return False
+            if preds_or and not any(p(rec) for p in preds_or):
+                return False
+            return not any(p(rec) for p in preds_not)
+
+        self.pred = pred
+        self.sort = self._compile_sort(body.get("sort"))
+        canon = {k: body.get(k) for k in ("and", "or", "not", "sort", "timeZone")}
+        self.cache_key = context + json.dumps(canon, sort_keys=True, default=str)
+
+    # -- compile ---------------------------------------------------------------
+    def _field(self, name: str) -> tuple[str, Getter]:
+        if self.fields is not None and name in self.fields:
+            return self.fields[name]
+        custom = _custom_field(self.context, name)
+        if custom is not None:
+            return custom
+        raise SearchError(f"unsupported search field {name!r} for queryContext {self.context!r}")
+
+    def _compile_group(self, value: Any) -> list[Pred]:
+        if value is None:
+            return []
+        if isinstance(value, dict):
+            value = [value] if value else []
+        if not isinstance(value, list):
+            raise SearchError("and/or/not must be an object or a list of objects")
+        return [self._compile_node(item) for item in value]
+
+    def _compile_node(self, node: Any) -> Pred:
+        if not isinstance(node, dict) or not node:
+            raise SearchError(f"invalid criterion: {node!r}")
+        parts: list[Pred] = []
+        for key, spec in node.items():
+            if key == "and":
+                subs = self._compile_group(spec)
+                parts.append(lambda r, s=subs: all(p(r) for p in s))
+            elif key == "or":
+                subs = self._compile_group(spec)
+                parts.append(lambda r, s=subs: not s or any(p(r) for p in s))
+            elif key == "not":
+                subs = self._compile_group(spec)
+                parts.append(lambda r, s=subs: not any(p(r) for p in s))
+            else:
+                parts.append(self._compile_criterion(key, spec))
+        if len(parts) == 1:
+            return parts[0]
+        return lambda r: all(p(r) for p in parts)
+
+    def _coerce(self, kind: str, value: Any) -> Any:
+        if kind == "dt":
+            try:
+                return parse_ts(value, self.tz)
+            except ValueError as exc:
+                raise SearchError(str(exc)) from exc
+        if kind == "num":
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                raise SearchError(f"not a number: {value!r}")
+            try:
+                return float(value)
+            except ValueError as exc:
+                raise SearchError(f"not a number: {value!r}") from exc
+        if kind == "bool":
+            if isinstance(value, str) and value.lower() in ("true", "false"):
+                return value.lower() == "true"
+            if not isinstance(value, bool):
+                raise SearchError(f"not a boolean: {value!r}")
+            return value
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise SearchError(f"not a string: {value!r}")
+        return str(value)
+
+    def _compile_criterion(self, name: str, spec: Any) -> Pred:
+        kind, get = self._field(name)
+        if not isinstance(spec, dict) or not spec:
+            raise SearchError(f"criterion for {name} must be an object of operators")
+        checks: list[Pred] = []
+        for op, raw in spec.items():
+            if op not in OPS:
+                raise SearchError(f"unsupported operator {op!r}")
+            if op == "equals" and isinstance(raw, list):
+                wanted = {self._coerce(kind, v) for v in raw}
+            elif op == "equals":
+                wanted = {self._coerce(kind, raw)}
+            else:
+                wanted = None
+                bound = self._coerce(kind, raw)
+            checks.append(self._make_check(kind, get, op, wanted if op == "equals" else bound))
+        if len(checks) == 1:
+            return checks[0]
+        return lambda r: all(c(r) for c in checks)
+
+    @staticmethod
+    def _make_check(kind: str, get: Getter, op: str, arg: Any) -> Pred:
+        def values(rec: Any) -> list[Any]:
+            value = get(rec)
+            if value is None:
+                return []
+            if kind == "list":
+                return [v for v in value if v is not None]
+            if kind == "num":
+                return [float(value)] if isinstance(value, (int, float)) else []
+            if kind == "str":
+                return [str(value)]
+            return [value]
+
+        if op == "equals":
+            return lambda r: any(v in arg for v in values(r))
+        if op == "gte":
+            return lambda r: any(v >= arg for v in values(r))
+        if op == "gt":
+            return lambda r: any(v > arg for v in values(r))
+        if op == "lte":
+            return lambda r: any(v <= arg for v in values(r))
+        return lambda r: any(v < arg for v in values(r))
+
+    def _compile_sort(self, value: Any) -> list[tuple[str, Getter, bool]]:
+        if value is None:
+            return []
+        items = [value] if isinstance(value, dict) else value
+        if not isinstance(items, list):
+            raise SearchError("sort must be an object or a list of objects")
+        out: list[tuple[str, Getter, bool]] = []
+        for item in items:
+            if not isinstance(item, dict):
+                raise SearchError("sort entries must be objects")
+            for name, direction in item.items():
+                if direction not in ("asc", "desc"):
+                    raise SearchError(f"sort direction must be asc or desc, got {direction!r}")
+                kind, get = self._field(name)
+                getter = _sort_getter(kind, get)
+                out.append((name, getter, direction == "desc"))
+        if len(out) > 5:
+            raise SearchError("at most 5 sort keys")
+        return out
+
+    # -- run ---------------------------------------------------------------------
+    def run(self, records: list[Any]) -> list[Any]:
+        """Filter and order; ties are finally ordered by id ascending."""
+        hits = [r for r in records if self.pred(r)]
+        hits.sort(key=_rec_id)
+        for _name, getter, desc in reversed(self.sort):
+            present = [r for r in hits if getter(r) is not None]
+            missing = [r for r in hits if getter(r) is None]
+            present.sort(key=getter, reverse=desc)
+            hits = present + missing
+        return hits
+
+
+def _sort_getter(kind: str, get: Getter) -> Getter:
+    """Sort key: first element of lists, floats for numbers, None when missing."""
+    if kind == "list":
+        return lambda r: (get(r) or [None])[0]
+    if kind == "num":
+        def num(r: Any) -> float | None:
+            value = get(r)
+            return float(value) if isinstance(value, (int, float)) else None
+        return num
+    return get
+
+
+def _rec_id(rec: Any) -> str:
+    return rec["id"] if isinstance(rec, dict) else rec.id
+
+
+class ResultCache:
+    """Small LRU of query results, valid while no mutation happened."""
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+        self.items: OrderedDict[str, tuple[int, list[Any]]] = OrderedDict()
+
+    def get(self, key: str, version: int) -> list[Any] | None:
+        """Cached hits for key if computed at this data version."""
+        hit = self.items.get(key)
+        if hit is None or hit[0] != version:
+            return None
+        self.items.move_to_end(key)
+        return hit[1]
+
+    def put(self, key: str, version: int, hits: list[Any]) -> None:
+        """Remember hits for key at version."""
+        self.items[key] = (version, hits)
+        self.items.move_to_end(key)
+        while len(self.items) > self.size:
+            self.items.popitem(last=False)

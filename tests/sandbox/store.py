@@ -1,0 +1,499 @@
+"""In-memory org, mutations, and the lagging search index view.
+
+The search index is modelled as version history: every mutation stores a
+snapshot stamped with the sandbox time of the change. A search at sandbox time
+``now`` sees, per record, the newest snapshot whose stamp + lag <= now (or
+nothing, for a record created too recently). GET endpoints read live records.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from typing import Any
+
+from .clock import SandboxClock, fmt_ms
+from .data import DAY, HOUR, MINUTE, Generator
+from .options import SandboxOptions
+from .records import (
+    Msg,
+    Note,
+    make_id,
+    parse_id,
+    render_conversation,
+    render_customer,
+    render_message,
+    render_note,
+)
+
+_NEG = -(1 << 62)
+SEARCH_KINDS = ("conversation", "customer", "message", "note")
+
+
+class NotFoundError(KeyError):
+    """Raised by mutations for an unknown id."""
+
+
+class Store:
+    """All records of the org plus version history for the search index."""
+
+    def __init__(self, options: SandboxOptions, clock: SandboxClock) -> None:
+        self.options = options
+        self.clock = clock
+        self.salt = (options.seed * 2_654_435_761 + 0x5A5A5A) & 0xFFFFFF
+        self.org_id = ""
+        self.users: list[dict[str, Any]] = []
+        self.teams: list[dict[str, Any]] = []
+        self.shortcuts: list[dict[str, Any]] = []
+        self.tags: list[dict[str, Any]] = []
+        self.customers: list[dict[str, Any]] = []
+        self.conversations: list[dict[str, Any]] = []
+        self.messages: list[Msg] = []
+        self.notes: list[Note] = []
+        self.cluster_times: list[tuple[str, int, int]] = []
+        self.pending: dict[str, dict[int, list[tuple[int, Any]]]] = {k: {} for k in SEARCH_KINDS}
+        self.version = 0
+        self.lock = threading.RLock()
+        self.rng = random.Random(options.seed * 7919 + 17)
+        self.generator = Generator(self, options)
+        self.generator.generate()
+
+    # -- lookups ----------------------------------------------------------------
+    def records(self, kind: str) -> list[Any]:
+        """The live list for a kind."""
+        return {
+            "conversation": self.conversations,
+            "customer": self.customers,
+            "message": self.messages,
+            "note": self.notes,
+            "tag": self.tags,
+            "user": self.users,
+            "team": self.teams,
+            "shortcut": self.shortcuts,
+        }[kind]
+
+    def get(self, kind: str, id_: str) -> Any | None:
+        """Live record by id, or None."""
+        parsed = parse_id(id_)
+        if parsed is None or parsed[0] != kind:
+            return None
+        items = self.records(kind)
+        idx = parsed[1]
+        if idx >= len(items):
+            return None
+        rec = items[idx]
+        rec_id = rec.id if isinstance(rec, (Msg, Note)) else rec["id"]
+        return rec if rec_id == id_ else None
+
+    def _require(self, kind: str, id_: str) -> Any:
+        rec = self.get(kind, id_)
+        if rec is None:
+            raise NotFoundError(f"{kind} {id_} not found")
+        return rec
+
+    def render(self, kind: str, rec: Any) -> dict[str, Any]:
+        """JSON:API resource for a live record or a snapshot."""
+        if kind == "conversation":
+            return render_conversation(self, rec)
+        if kind == "customer":
+            return render_customer(self, rec)
+        if kind == "message":
+            return render_message(self, rec)
+        if kind == "note":
+            return render_note(self, rec)
+        return rec
+
+    # -- search index view ------------------------------------------------------
+    @staticmethod
+    def _snap(rec: Any) -> Any:
+        if isinstance(rec, dict):
+            return {k: (v.copy() if isinstance(v, (list, dict)) else v) for k, v in rec.items()}
+        return rec
+
+    def _track(self, kind: str, idx: int, new: bool = False) -> None:
+        """Call before changing a record: remembers what the index holds now."""
+        pend = self.pending[kind]
+        if idx not in pend:
+            base = None if new else self._snap(self.records(kind)[idx])
+            pend[idx] = [(_NEG, base)]
+
+    def _changed(self, kind: str, idx: int, at: int) -> None:
+        """Call after changing a record: queue the new version for the index."""
+        self.pending[kind][idx].append((at, self._snap(self.records(kind)[idx])))
+        self.version += 1
+
+    def search_view(self, kind: str) -> tuple[list[Any], bool]:
+        """Records the search index holds right now, and whether any are lagging."""
+        items = self.records(kind)
+        pend = self.pending[kind]
+        if not pend:
+            return items, False
+        now = self.clock.now_ms()
+        lag = int(self.options.index_lag_seconds * 1000)
+        out: list[Any] = []
+        lagging = False
+        done: list[int] = []
+        for i, rec in enumerate(items):
+            versions = pend.get(i)
+            if versions is None:
+                out.append(rec)
+                continue
+            chosen = None
+            for pos in range(len(versions) - 1, -1, -1):
+                stamp, snap = versions[pos]
+                if stamp + lag <= now:
+                    chosen = snap
+                    if pos == len(versions) - 1:
+                        done.append(i)
+                    else:
+                        lagging = True
+                    break
+            if chosen is not None:
+                out.append(chosen)
+        for i in done:
+            del pend[i]
+        return out, lagging
+
+    # -- mutation helpers ---------------------------------------------------------
+    def _now(self, at: int | None) -> int:
+        return self.clock.now_ms() if at is None else at
+
+    def _touch_conv(self, conv: dict[str, Any], at: int, user: int | None = None) -> None:
+        conv["updated"] = max(at, conv["updated"])
+        conv["modified"] = conv["updated"]
+        conv["rev"] += 1
+        if user is not None:
+            conv["modifiedBy"] = user
+
+    def _set_status(self, conv: dict[str, Any], status: str) -> None:
+        counts = self.customers[conv["cust"]]["counts"]
+        counts[conv["status"]] = max(0, counts[conv["status"]] - 1)
+        counts[status] += 1
+        conv["status"] = status
+        if status != "snoozed":
+            conv["snooze"] = None
+
+    def _done_block(self, conv: dict[str, Any], at: int, user: int) -> dict[str, Any]:
+        msgs = [self.messages[i] for i in conv["msgs"]]
+        return {
+            "at": at,
+            "by": user,
+            "time": max(0, (at - conv["created"]) // 1000),
+            "msgs": len(msgs),
+            "out": sum(1 for m in msgs if m.direction == "out"),
+            "dir": msgs[-1].direction if msgs else None,
+            "notes": len(conv["notes"]),
+        }
+
+    # -- mutations --------------------------------------------------------------
+    def reply(
+        self,
+        conversation_id: str,
+        body: str | None = None,
+        direction: str = "in",
+        at: int | None = None,
+        channel: str | None = None,
+    ) -> Msg:
+        """Add a message; an inbound message reopens a done/snoozed conversation."""
+        if direction not in ("in", "out"):
+            raise ValueError("direction must be 'in' or 'out'")
+        with self.lock:
+            conv = self._require("conversation", conversation_id)
+            at = self._now(at)
+            prev = self.messages[conv["msgs"][-1]] if conv["msgs"] else None
+            if prev is None:
+                dtype = f"initial-{direction}"
+            elif prev.direction != direction:
+                dtype = f"response-{direction}"
+            else:
+                dtype = f"followup-{direction}"
+            idx = len(self.messages)
+            user = conv["assigned"][0] if conv["assigned"] else 0
+            msg = Msg(
+                idx,
+                make_id("message", idx, at, self.salt),
+                conv["idx"],
+                conv["cust"],
+                at,
+                at,
+                at,
+                direction,
+                dtype,
+                channel or (prev.channel if prev else conv["channels"][0]),
+                self.rng.randrange(1 << 30),
+                user,
+                body if body is not None else f"Reply {idx} at {fmt_ms(at)}",
+            )
+            self._track("message", idx, new=True)
+            self.messages.append(msg)
+            self._changed("message", idx, at)
+            self._track("conversation", conv["idx"])
+            conv["msgs"].append(idx)
+            if direction == "in" and conv["status"] in ("done", "snoozed"):
+                if conv["status"] == "done":
+                    conv["reopenCount"] += 1
+                self._set_status(conv, "open")
+            self._touch_conv(conv, at)
+            self._changed("conversation", conv["idx"], at)
+            return msg
+
+    def resolve(self, conversation_id: str, at: int | None = None, user: int = 0) -> dict[str, Any]:
+        """Mark done now: lastDone.createdAt = now, doneCount+1, firstDone if absent."""
+        with self.lock:
+            conv = self._require("conversation", conversation_id)
+            at = self._now(at)
+            self._track("conversation", conv["idx"])
+            self._set_status(conv, "done")
+            block = self._done_block(conv, at, user)
+            conv["lastDone"] = block
+            if conv["firstDone"] is None:
+                conv["firstDone"] = dict(block)
+            conv["doneCount"] += 1
+            self._touch_conv(conv, at, user)
+            self._changed("conversation", conv["idx"], at)
+            return conv
+
+    def reopen(self, conversation_id: str, at: int | None = None, user: int = 0) -> dict[str, Any]:
+        """Set status open (lastDone keeps its createdAt), reopenCount+1."""
+        with self.lock:
+            conv = self._require("conversation", conversation_id)
+            at = self._now(at)
+            self._track("conversation", conv["idx"])
+            if conv["status"] == "done":
+                conv["reopenCount"] += 1
+            self._set_status(conv, "open")
+            self._touch_conv(conv, at, user)
+            self._changed("conversation", conv["idx"], at)
+            return conv
+
+    def snooze(self, conversation_id: str, until_ms: int, at: int | None = None) -> dict[str, Any]:
+        """Snooze a conversation until ``until_ms``."""
+        with self.lock:
+            conv = self._require("conversation", conversation_id)
+            at = self._now(at)
+            self._track("conversation", conv["idx"])
+            self._set_status(conv, "snoozed")
+            conv["snooze"] = until_ms
+            self._touch_conv(conv, at)
+            self._changed("conversation", conv["idx"], at)
+            return conv
+
+    def set_tags(
+        self, conversation_id: str, tag_ids: list[str], at: int | None = None
+    ) -> dict[str, Any]:
+        """Replace the tag list (updatedAt bumped, lastDone untouched)."""
+        with self.lock:
+            conv = self._require("conversation", conversation_id)
+            at = self._now(at)
+            self._track("conversation", conv["idx"])
+            conv["tags"] = list(dict.fromkeys(tag_ids))
+            self._touch_conv(conv, at)
+            self._changed("conversation", conv["idx"], at)
+            return conv
+
+    def set_custom(
+        self, conversation_id: str, attrs: dict[str, Any], at: int | None = None
+    ) -> dict[str, Any]:
+        """Merge custom attributes into the conversation."""
+        with self.lock:
+            conv = self._require("conversation", conversation_id)
+            at = self._now(at)
+            self._track("conversation", conv["idx"])
+            conv["custom"].update(attrs)
+            self._touch_conv(conv, at)
+            self._changed("conversation", conv["idx"], at)
+            return conv
+
+    def add_note(
+        self, conversation_id: str, body: str | None = None, at: int | None = None,
+        user: int = 0, mentions: list[int] | None = None,
+    ) -> Note:
+        """Add an internal note (noteCount+1, conversation updatedAt bumped)."""
+        with self.lock:
+            conv = self._require("conversation", conversation_id)
+            at = self._now(at)
+            idx = len(self.notes)
+            note = Note(
+                idx, make_id("note", idx, at, self.salt), conv["idx"], conv["cust"], at, at,
+                user, list(mentions or []), self.rng.randrange(1 << 30),
+                body if body is not None else f"Note {idx} 📝",
+            )
+            self._track("note", idx, new=True)
+            self.notes.append(note)
+            self._changed("note", idx, at)
+            self._track("conversation", conv["idx"])
+            conv["notes"].append(idx)
+            self._touch_conv(conv, at, user)
+            self._changed("conversation", conv["idx"], at)
+            return note
+
+    _CUSTOMER_FIELDS = ("name", "firstName", "lastName", "externalId", "locale", "tags")
+
+    def _apply_customer(self, rec: dict[str, Any], attrs: dict[str, Any]) -> None:
+        for key, value in attrs.items():
+            if key in self._CUSTOMER_FIELDS:
+                rec[key] = list(value) if key == "tags" else value
+            elif key == "email":
+                rec["emails"] = [{"email": value, "verified": False, "type": "home"}]
+            elif key == "emails":
+                rec["emails"] = [dict(e) for e in value]
+            elif key == "phones":
+                rec["phones"] = [dict(p) for p in value]
+            elif key == "custom":
+                rec["custom"].update(value)
+            else:
+                raise ValueError(f"unsupported customer attribute {key!r}")
+
+    def add_customer(self, at: int | None = None, **attrs: Any) -> dict[str, Any]:
+        """Create a customer (generated fields, overridden by ``attrs``)."""
+        with self.lock:
+            at = self._now(at)
+            idx = len(self.customers)
+            self._track("customer", idx, new=True)
+            rec = self.generator.new_customer(self.rng, at, at)
+            rec["modified"] = None
+            self._apply_customer(rec, attrs)
+            self._changed("customer", idx, at)
+            return rec
+
+    def update_customer(self, customer_id: str, at: int | None = None,
+                        **attrs: Any) -> dict[str, Any]:
+        """Change customer attributes; updatedAt and modifiedAt = now."""
+        with self.lock:
+            rec = self._require("customer", customer_id)
+            at = self._now(at)
+            self._track("customer", rec["idx"])
+            self._apply_customer(rec, attrs)
+            rec["updated"] = max(at, rec["updated"])
+            rec["modified"] = rec["updated"]
+            rec["rev"] += 1
+            self._changed("customer", rec["idx"], at)
+            return rec
+
+    def add_conversation(
+        self,
+        customer_id: str | None = None,
+        status: str = "open",
+        messages: int = 1,
+        at: int | None = None,
+    ) -> dict[str, Any]:
+        """Create a conversation with ``messages`` inbound-first messages, all at now."""
+        if status not in ("open", "done", "snoozed"):
+            raise ValueError("status must be open, done or snoozed")
+        with self.lock:
+            at = self._now(at)
+            if customer_id is None:
+                cust = self.rng.randrange(len(self.customers))
+            else:
+                cust = self._require("customer", customer_id)["idx"]
+            idx = len(self.conversations)
+            first_msg = len(self.messages)
+            first_note = len(self.notes)
+            self._track("conversation", idx, new=True)
+            r = random.Random(self.rng.randrange(1 << 62))
+            conv = self.generator.new_conversation(
+                r, cust, at, messages, at, "open", updated=at, msg_created_at=at,
+            )
+            # a brand-new conversation has no history and no notes yet
+            del self.notes[first_note:]
+            conv["notes"] = []
+            conv.update(lastDone=None, firstDone=None, doneCount=0, reopenCount=0,
+                        modified=at, snooze=None, rev=1)
+            for i in range(first_msg, len(self.messages)):
+                self._track("message", i, new=True)
+                self._changed("message", i, at)
+            if status == "done":
+                self._set_status(conv, "done")
+                conv["lastDone"] = self._done_block(conv, at, 0)
+                conv["firstDone"] = dict(conv["lastDone"])
+                conv["doneCount"] = 1
+            elif status == "snoozed":
+                self._set_status(conv, "snoozed")
+                conv["snooze"] = at + DAY
+            self._changed("conversation", idx, at)
+            return conv
+
+    # -- scenario ---------------------------------------------------------------
+    def simulate_activity(self, hours: float, seed: int | None = None) -> dict[str, Any]:
+        """Apply a few hours of plausible activity, stamped across the period.
+
+        The events are stamped at increasing times in [now, now + hours]; the
+        clock is then moved to now + hours. Returns ids touched per category.
+        """
+        r = random.Random(self.options.seed * 31 + 5 if seed is None else seed)
+        start = self.clock.now_ms()
+        span = max(1, int(hours * HOUR))
+        per_hour = max(6, len(self.conversations) // 60)
+        n_events = max(1, int(per_hour * hours))
+        stamps = sorted(start + 1 + r.randrange(span) for _ in range(n_events))
+        summary: dict[str, list[str]] = {
+            "replied": [], "reopened_by_reply": [], "resolved": [], "re_resolved": [],
+            "tagged": [], "custom_changed": [], "notes": [], "messages": [],
+            "new_conversations": [], "new_customers": [], "updated_customers": [],
+        }
+        reopened: list[str] = []
+        kinds = ["reply_done", "reply_open", "resolve_open", "re_resolve", "tag", "custom",
+                 "note", "new_conv", "new_cust", "upd_cust"]
+        weights = [18, 12, 20, 10, 10, 5, 6, 8, 5, 6]
+        with self.lock:
+            for at in stamps:
+                kind = r.choices(kinds, weights=weights)[0]
+                done = [c for c in self.conversations if c["status"] == "done"]
+                opened = [c for c in self.conversations if c["status"] != "done"]
+                if kind == "reply_done" and done:
+                    conv = r.choice(done[-500:] if r.random() < 0.7 else done)
+                    msg = self.reply(conv["id"], at=at)
+                    summary["replied"].append(conv["id"])
+                    summary["reopened_by_reply"].append(conv["id"])
+                    summary["messages"].append(msg.id)
+                    reopened.append(conv["id"])
+                elif kind == "reply_open" and opened:
+                    conv = r.choice(opened)
+                    msg = self.reply(conv["id"], direction=r.choice(["in", "out"]), at=at)
+                    summary["replied"].append(conv["id"])
+                    summary["messages"].append(msg.id)
+                elif kind == "resolve_open" and opened:
+                    conv = r.choice(opened)
+                    self.resolve(conv["id"], at=at, user=r.randrange(len(self.users)))
+                    summary["resolved"].append(conv["id"])
+                elif kind == "re_resolve" and reopened:
+                    cid = reopened.pop(r.randrange(len(reopened)))
+                    if self.get("conversation", cid)["status"] != "done":
+                        self.reply(cid, direction="out", at=at,
+                                   body="Glad we could help — closing this now.")
+                        self.resolve(cid, at=at + 1, user=r.randrange(len(self.users)))
+                        summary["re_resolved"].append(cid)
+                        summary["resolved"].append(cid)
+                elif kind == "tag" and self.tags:
+                    conv = r.choice(self.conversations)
+                    tags = [t["id"] for t in r.sample(self.tags, min(2, len(self.tags)))]
+                    self.set_tags(conv["id"], tags, at=at)
+                    summary["tagged"].append(conv["id"])
+                elif kind == "custom":
+                    conv = r.choice(self.conversations)
+                    self.set_custom(conv["id"], {"escalatedBool": True,
+                                                 "refundAmountNum": r.randrange(5, 200)}, at=at)
+                    summary["custom_changed"].append(conv["id"])
+                elif kind == "note":
+                    conv = r.choice(self.conversations)
+                    note = self.add_note(conv["id"], body="Checked with the team ✅", at=at)
+                    summary["notes"].append(note.id)
+                elif kind == "new_conv":
+                    conv = self.add_conversation(at=at, messages=r.randint(1, 3))
+                    summary["new_conversations"].append(conv["id"])
+                elif kind == "new_cust":
+                    cust = self.add_customer(at=at)
+                    summary["new_customers"].append(cust["id"])
+                elif kind == "upd_cust":
+                    cust = r.choice(self.customers)
+                    self.update_customer(cust["id"], at=at,
+                                         custom={"tierStr": r.choice(["gold", "silver"])})
+                    summary["updated_customers"].append(cust["id"])
+        self.clock.advance_to(start + span)
+        out: dict[str, Any] = {k: list(dict.fromkeys(v)) for k, v in summary.items()}
+        out["start"] = fmt_ms(start)
+        out["end"] = fmt_ms(start + span)
+        return out
+
+
+__all__ = ["DAY", "HOUR", "MINUTE", "NotFoundError", "Store"]
