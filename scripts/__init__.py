@@ -1,0 +1,1 @@
+"""Helper scripts: demo, Meltano environment, Hub definition and README generators."""
