@@ -105,8 +105,9 @@ class SlidingMax:
 class Stats:
     """Request counters for assertions in tests and benchmarks."""
 
-    def __init__(self) -> None:
+    def __init__(self, log_size: int = 5000) -> None:
         self.lock = threading.Lock()
+        self.log_size = log_size
         self.reset()
 
     def reset(self) -> None:
@@ -119,7 +120,7 @@ class Stats:
             self.faults: Counter[str] = Counter()
             self.windows = {"org": SlidingMax(), "search": SlidingMax()}
             self.accepted = {"org": SlidingMax(), "search": SlidingMax()}
-            self.log: deque[dict[str, Any]] = deque(maxlen=5000)
+            self.log: deque[dict[str, Any]] = deque(maxlen=self.log_size)
 
     def snapshot(self) -> dict[str, Any]:
         """JSON-ready copy of the counters."""
@@ -224,7 +225,7 @@ class Api:
         self.search_window = FixedWindow()
         self.fault_rng = random.Random(sandbox.options.seed ^ 0xFA17)
         self.fault_lock = threading.Lock()
-        self.stats = Stats()
+        self.stats = Stats(sandbox.options.request_log_size)
 
     # -- entry point --------------------------------------------------------------
     def handle(self, method: str, raw_path: str, headers: Any, body: bytes) -> Response:
@@ -333,12 +334,16 @@ class Api:
             self.stats.windows["org"].add(now)
             if is_search:
                 self.stats.windows["search"].add(now)
-            if not self.org_window.hit(now, opts.org_rpm):
+            # a rejected request consumes nothing
+            if self.org_window.state(now, opts.org_rpm)[0] <= 0:
                 headers = self._rate_headers(self.org_window, opts.org_rpm, now)
                 raise _RateLimitedError(headers, "org")
-            if is_search and not self.search_window.hit(now, opts.search_rpm):
+            if is_search and self.search_window.state(now, opts.search_rpm)[0] <= 0:
                 headers = self._rate_headers(self.search_window, opts.search_rpm, now)
                 raise _RateLimitedError(headers, "search")
+            self.org_window.hit(now, opts.org_rpm)
+            if is_search:
+                self.search_window.hit(now, opts.search_rpm)
             self.stats.accepted["org"].add(now)
             if is_search:
                 self.stats.accepted["search"].add(now)
