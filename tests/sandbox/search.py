@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from collections import OrderedDict
@@ -23,6 +24,7 @@ OPS = ("gte", "gt", "lte", "lt", "equals")
 
 Getter = Callable[[Any], Any]
 Pred = Callable[[Any], bool]
+IndexFn = Callable[[str, Getter], tuple[list[Any], list[Any]]]
 
 
 class SearchError(ValueError):
@@ -146,6 +148,10 @@ class Query:
         preds_and = self._compile_group(body.get("and"))
         preds_or = self._compile_group(body.get("or"))
         preds_not = self._compile_group(body.get("not"))
+        self.ranges = self._range_criteria(body.get("and"))
+        self.only_range = (
+            len(self.ranges) == 1 and len(preds_and) == 1 and not preds_or and not preds_not
+        )
 
         def pred(rec: Any) -> bool:
             for p in preds_and:
@@ -286,9 +292,51 @@ class Query:
         return out
 
     # -- run ---------------------------------------------------------------------
-    def run(self, records: list[Any]) -> list[Any]:
-        """Filter and order; ties are finally ordered by id ascending."""
-        hits = [r for r in records if self.pred(r)]
+    def _range_criteria(self, value: Any) -> list[tuple[str, Getter, dict[str, int]]]:
+        """Top-level ``and`` criteria that are pure datetime ranges (index-friendly)."""
+        items = [value] if isinstance(value, dict) else (value or [])
+        out = []
+        for item in items:
+            if not isinstance(item, dict) or len(item) != 1:
+                continue
+            (name, spec), = item.items()
+            if name in ("and", "or", "not") or not isinstance(spec, dict) or not spec:
+                continue
+            kind, get = self._field(name)
+            if kind != "dt" or not set(spec) <= {"gte", "gt", "lte", "lt"}:
+                continue
+            out.append((name, get, {op: self._coerce("dt", v) for op, v in spec.items()}))
+        return out
+
+    def run(self, records: list[Any], index: IndexFn | None = None) -> list[Any]:
+        """Filter and order; ties are finally ordered by id ascending.
+
+        With ``index`` (sorted (value, id) per datetime field) a range criterion
+        narrows the candidates by bisection, and a sort on that same field
+        ascending needs no sorting at all: keyset walks stay fast on big orgs.
+        """
+        if index is not None and self.ranges:
+            primary = self.sort[0][0] if self.sort else None
+            name, get, ops = next((r for r in self.ranges if r[0] == primary), self.ranges[0])
+            keys, recs = index(name, get)
+            lo, hi = 0, len(keys)
+            for op, bound in ops.items():
+                if op == "gte":
+                    lo = max(lo, bisect.bisect_left(keys, bound))
+                elif op == "gt":
+                    lo = max(lo, bisect.bisect_right(keys, bound))
+                elif op == "lte":
+                    hi = min(hi, bisect.bisect_right(keys, bound))
+                else:
+                    hi = min(hi, bisect.bisect_left(keys, bound))
+            cands = recs[lo:hi] if lo < hi else []
+            hits = cands if self.only_range else [r for r in cands if self.pred(r)]
+            if len(self.sort) == 1 and self.sort[0][0] == name and not self.sort[0][2]:
+                return hits
+            return self._order(list(hits))
+        return self._order([r for r in records if self.pred(r)])
+
+    def _order(self, hits: list[Any]) -> list[Any]:
         hits.sort(key=_rec_id)
         for _name, getter, desc in reversed(self.sort):
             present = [r for r in hits if getter(r) is not None]

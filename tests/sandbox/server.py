@@ -220,6 +220,7 @@ class Api:
         self.store = sandbox.store
         self.fields = build_fields(self.store)
         self.cache = ResultCache()
+        self.indexes: dict[tuple[str, str], tuple[int, list[Any], list[Any]]] = {}
         self.rl_lock = threading.Lock()
         self.org_window = FixedWindow()
         self.search_window = FixedWindow()
@@ -414,7 +415,7 @@ class Api:
                 hits = hits_cached
             else:
                 records, lagging = self.store.search_view(q.context)
-                hits = q.run(records)
+                hits = q.run(records, None if lagging else self._index_fn(q.context, records))
                 if not lagging:
                     self.cache.put(q.cache_key, self.store.version, hits)
         total = len(hits)
@@ -443,6 +444,23 @@ class Api:
                 "aggregations": {}, "timed_out": False}
         return {"meta": meta, "data": [self.store.render(q.context, r) for r in chunk],
                 "links": links}
+
+    def _index_fn(self, context: str, records: list[Any]) -> Any:
+        """Sorted (value, id) index per datetime field, rebuilt when data changes."""
+        version = self.store.version
+
+        def index(name: str, get: Any) -> tuple[list[Any], list[Any]]:
+            hit = self.indexes.get((context, name))
+            if hit is not None and hit[0] == version:
+                return hit[1], hit[2]
+            pairs = [(v, _rid(r), r) for r in records if (v := get(r)) is not None]
+            pairs.sort(key=lambda p: (p[0], p[1]))
+            keys = [p[0] for p in pairs]
+            recs = [p[2] for p in pairs]
+            self.indexes[(context, name)] = (version, keys, recs)
+            return keys, recs
+
+        return index
 
     # -- identity ----------------------------------------------------------------------
     def api_token(self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes,
@@ -629,6 +647,10 @@ class Api:
                                       "data": {"type": "org", "id": self.store.org_id}}},
             "links": {"self": f"/v1/metadata/{resource}"},
         }}
+
+
+def _rid(rec: Any) -> str:
+    return rec["id"] if isinstance(rec, dict) else rec.id
 
 
 class _RateLimitedError(ApiError):

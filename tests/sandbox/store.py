@@ -413,6 +413,16 @@ class Store:
             self._changed("conversation", idx, at)
             return conv
 
+    def _pick(self, r: random.Random, want: Any, recent: bool = False) -> list[dict[str, Any]]:
+        """One random conversation matching ``want`` (sampled, so O(1) on big orgs)."""
+        convs = self.conversations
+        lo = max(0, len(convs) - 2000) if recent else 0
+        for _ in range(200):
+            conv = convs[r.randrange(lo, len(convs))]
+            if want(conv):
+                return [conv]
+        return []
+
     # -- scenario ---------------------------------------------------------------
     def simulate_activity(self, hours: float, seed: int | None = None) -> dict[str, Any]:
         """Apply a few hours of plausible activity, stamped across the period.
@@ -423,7 +433,7 @@ class Store:
         r = random.Random(self.options.seed * 31 + 5 if seed is None else seed)
         start = self.clock.now_ms()
         span = max(1, int(hours * HOUR))
-        per_hour = max(6, len(self.conversations) // 60)
+        per_hour = max(12, len(self.conversations) // 500)
         n_events = max(1, int(per_hour * hours))
         stamps = sorted(start + 1 + r.randrange(span) for _ in range(n_events))
         summary: dict[str, list[str]] = {
@@ -438,29 +448,30 @@ class Store:
         with self.lock:
             for at in stamps:
                 kind = r.choices(kinds, weights=weights)[0]
-                done = [c for c in self.conversations if c["status"] == "done"]
-                opened = [c for c in self.conversations if c["status"] != "done"]
+                done = self._pick(r, lambda c: c["status"] == "done", recent=r.random() < 0.7)
+                opened = self._pick(r, lambda c: c["status"] != "done")
                 if kind == "reply_done" and done:
-                    conv = r.choice(done[-500:] if r.random() < 0.7 else done)
+                    conv = done[0]
                     msg = self.reply(conv["id"], at=at)
                     summary["replied"].append(conv["id"])
                     summary["reopened_by_reply"].append(conv["id"])
                     summary["messages"].append(msg.id)
                     reopened.append(conv["id"])
                 elif kind == "reply_open" and opened:
-                    conv = r.choice(opened)
+                    conv = opened[0]
                     msg = self.reply(conv["id"], direction=r.choice(["in", "out"]), at=at)
                     summary["replied"].append(conv["id"])
                     summary["messages"].append(msg.id)
                 elif kind == "resolve_open" and opened:
-                    conv = r.choice(opened)
+                    conv = opened[0]
                     self.resolve(conv["id"], at=at, user=r.randrange(len(self.users)))
                     summary["resolved"].append(conv["id"])
                 elif kind == "re_resolve" and reopened:
                     cid = reopened.pop(r.randrange(len(reopened)))
                     if self.get("conversation", cid)["status"] != "done":
-                        self.reply(cid, direction="out", at=at,
-                                   body="Glad we could help — closing this now.")
+                        msg = self.reply(cid, direction="out", at=at,
+                                         body="Glad we could help — closing this now.")
+                        summary["messages"].append(msg.id)
                         self.resolve(cid, at=at + 1, user=r.randrange(len(self.users)))
                         summary["re_resolved"].append(cid)
                         summary["resolved"].append(cid)
