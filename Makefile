@@ -41,5 +41,6 @@ demo: venv meltano
 	$(PY) -m scripts.demo
 
 clean:
+	@if [ -x $(PY) ] && [ -d .demo/pg ]; then $(PY) -m scripts.demo --stop || true; fi
 	rm -rf $(VENV) $(TOOLS) .meltano .demo output .pytest_cache .ruff_cache .mypy_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
