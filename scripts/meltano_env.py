@@ -50,14 +50,28 @@ def ensure_meltano(python: str | None = None) -> Path:
     uv = _find_uv()
     if uv:
         env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
-        subprocess.run([uv, "venv", "--quiet", "--python", python, str(MELTANO_VENV)],
-                       check=True, env=env)
-        subprocess.run([uv, "pip", "install", "--quiet", "--python",
-                        str(_bin(MELTANO_VENV, "python")), MELTANO_SPEC], check=True, env=env)
+        subprocess.run(
+            [uv, "venv", "--quiet", "--python", python, str(MELTANO_VENV)], check=True, env=env
+        )
+        subprocess.run(
+            [
+                uv,
+                "pip",
+                "install",
+                "--quiet",
+                "--python",
+                str(_bin(MELTANO_VENV, "python")),
+                MELTANO_SPEC,
+            ],
+            check=True,
+            env=env,
+        )
     else:
         venv.EnvBuilder(with_pip=True).create(MELTANO_VENV)
-        subprocess.run([str(_bin(MELTANO_VENV, "python")), "-m", "pip", "install", "--quiet",
-                        MELTANO_SPEC], check=True)
+        subprocess.run(
+            [str(_bin(MELTANO_VENV, "python")), "-m", "pip", "install", "--quiet", MELTANO_SPEC],
+            check=True,
+        )
     _DONE.write_text(MELTANO_SPEC)
     return exe
 
