@@ -73,8 +73,7 @@ def test_full_sync_matches_truth(legacy_python, tmp_path):
         # bookmarks are the newest updatedAt seen per stream
         bookmarks = result["state"]["bookmarks"]
         for stream in ("conversations", "customers", "messages", "notes"):
-            newest = max(parse_ts(r["attributes"]["updatedAt"])
-                         for r in sb.truth([stream])[stream])
+            newest = max(parse_ts(r["attributes"]["updatedAt"]) for r in sb.truth([stream])[stream])
             assert parse_ts(bookmarks[stream]) == newest, stream
         # Legacy-tap quirk (its bug, not the sandbox's): check_token() expects a
         # "results" key in /v1/users/current, never finds it, so it re-checks the
@@ -91,8 +90,9 @@ def test_incremental_sync_after_activity(legacy_python, tmp_path):
         summary = sb.simulate_activity(hours=2, seed=3)
         assert summary["resolved"]
         assert summary["messages"]
-        rc, out = run_legacy_tap(sb.base_url, KEY, START, STREAMS, tmp_path / "second.jsonl",
-                                 state=state)
+        rc, out = run_legacy_tap(
+            sb.base_url, KEY, START, STREAMS, tmp_path / "second.jsonl", state=state
+        )
         assert rc == 0, (tmp_path / "second.jsonl.log").read_text()[-3000:]
         records = read_output(out)["records"]
         for stream in ("conversations", "messages", "notes", "customers"):
@@ -112,8 +112,9 @@ def test_legacy_rate_limit_handling_crashes(legacy_python, tmp_path):
     TypeError, even on the successful response that used the last unit."""
     with _sandbox(search_rpm=2) as sb:
         assert sb.base_url is not None
-        rc, _out = run_legacy_tap(sb.base_url, KEY, START, ["conversations", "messages"],
-                                  tmp_path / "limited.jsonl")
+        rc, _out = run_legacy_tap(
+            sb.base_url, KEY, START, ["conversations", "messages"], tmp_path / "limited.jsonl"
+        )
         log = (tmp_path / "limited.jsonl.log").read_text()
         assert rc != 0
         assert "unsupported operand type(s) for -: 'str' and 'float'" in log
@@ -126,11 +127,11 @@ def test_legacy_eternal_pagination_on_ties(legacy_python, tmp_path):
     """Its known bug (singer-io issue #12): more than pageSize (500) records
     sharing one updatedAt make it re-request the same window forever; here it
     runs until the search budget is exhausted and then hits the bug above."""
-    with _sandbox(conversations=10, customers=5, search_rpm=8,
-                  tie_clusters=[("customers", 600)]) as sb:
+    with _sandbox(
+        conversations=10, customers=5, search_rpm=8, tie_clusters=[("customers", 600)]
+    ) as sb:
         assert sb.base_url is not None
-        rc, out = run_legacy_tap(sb.base_url, KEY, START, ["customers"],
-                                 tmp_path / "ties.jsonl")
+        rc, out = run_legacy_tap(sb.base_url, KEY, START, ["customers"], tmp_path / "ties.jsonl")
         assert rc != 0
         stats = sb.stats()
         assert stats["by_route"]["POST /v1/customers/search"] == {"200": 8}

@@ -31,11 +31,16 @@ def make(**kw: object) -> Sandbox:
 @pytest.fixture(scope="module")
 def ro():
     """A read-only sandbox shared by tests that do not mutate or throttle."""
-    sb = make(org_rpm=100_000, search_rpm=100_000,
-              extra_keys={"notag": KeySpec.without("tag"),
-                          "notag401": KeySpec.without("tag", denial_status=401),
-                          "nomsg": KeySpec.without("message"),
-                          "old": KeySpec.expired_key()})
+    sb = make(
+        org_rpm=100_000,
+        search_rpm=100_000,
+        extra_keys={
+            "notag": KeySpec.without("tag"),
+            "notag401": KeySpec.without("tag", denial_status=401),
+            "nomsg": KeySpec.without("message"),
+            "old": KeySpec.expired_key(),
+        },
+    )
     sb.start()
     yield sb
     sb.stop()
@@ -55,8 +60,9 @@ def hdr(key: str = KEY) -> dict[str, str]:
 
 
 def search(sb: Sandbox, body: dict, key: str = KEY, **params: object) -> requests.Response:
-    return requests.post(sb.base_url + SEARCH, json=body, headers=hdr(key), params=params,
-                         timeout=30)
+    return requests.post(
+        sb.base_url + SEARCH, json=body, headers=hdr(key), params=params, timeout=30
+    )
 
 
 def get(sb: Sandbox, path: str, key: str = KEY, **params: object) -> requests.Response:
@@ -74,6 +80,7 @@ def all_ids(sb: Sandbox, body: dict, page_size: int = 500) -> list[str]:
 
 
 # --- data -----------------------------------------------------------------------------------
+
 
 def test_data_is_deterministic_and_shaped():
     a, b = make(), make()
@@ -118,34 +125,47 @@ def test_data_is_deterministic_and_shaped():
             assert "createdAt" in at["lastDone"]
             assert at["doneCount"] >= 1
         elif "createdAt" not in at["lastDone"]:
-            assert at["lastDone"] == {"createdByTeams": [], "assignedTeams": [],
-                                      "assignedUsers": []}
+            assert at["lastDone"] == {
+                "createdByTeams": [],
+                "assignedTeams": [],
+                "assignedUsers": [],
+            }
     assert statuses["done"] > 0.6 * 200
     assert statuses["open"] > 0
     counts = sorted(msgs_by_conv.get(c["id"], 0) for c in t["conversations"])
     assert counts[0] == 0
     assert counts[-1] >= 120  # at least one long thread
-    shapes = {type(m["attributes"]["meta"].get("to")).__name__ for m in t["messages"]
-              if m["attributes"]["channel"] == "email"}
+    shapes = {
+        type(m["attributes"]["meta"].get("to")).__name__
+        for m in t["messages"]
+        if m["attributes"]["channel"] == "email"
+    }
     assert {"list", "dict", "str"} <= shapes
     assert any(c["attributes"].get("modifiedAt") is None for c in t["customers"])
     assert any(t_["attributes"]["deleted"] for t_ in t["tags"])
 
 
 def test_tie_clusters():
-    box = make(conversations=50, tie_clusters=[("resolve", 300), ("import", 120),
-                                               ("customers", 200)])
+    box = make(
+        conversations=50, tie_clusters=[("resolve", 300), ("import", 120), ("customers", 200)]
+    )
     t = box.truth()
     clusters = {c["kind"]: c["at"] for c in box.tie_cluster_times()}
-    res = [c for c in t["conversations"]
-           if c["attributes"]["lastDone"].get("createdAt") == clusters["resolve"]]
+    res = [
+        c
+        for c in t["conversations"]
+        if c["attributes"]["lastDone"].get("createdAt") == clusters["resolve"]
+    ]
     assert len(res) == 300
     assert {c["attributes"]["updatedAt"] for c in res} == {clusters["resolve"]}
     assert len({c["attributes"]["createdAt"] for c in res}) > 1
     imp = [c for c in t["conversations"] if c["attributes"]["createdAt"] == clusters["import"]]
     assert len(imp) == 120
-    assert all(c["attributes"]["updatedAt"] == clusters["import"]
-               and c["attributes"]["lastDone"]["createdAt"] == clusters["import"] for c in imp)
+    assert all(
+        c["attributes"]["updatedAt"] == clusters["import"]
+        and c["attributes"]["lastDone"]["createdAt"] == clusters["import"]
+        for c in imp
+    )
     cus = [c for c in t["customers"] if c["attributes"]["updatedAt"] == clusters["customers"]]
     assert len(cus) == 200
     assert all(c["attributes"]["createdAt"] == clusters["customers"] for c in cus)
@@ -159,6 +179,7 @@ def test_big_generation_is_fast():
 
 
 # --- search ----------------------------------------------------------------------------------
+
 
 def test_search_filters_and_ops(ro):
     t = ro.truth()
@@ -182,13 +203,19 @@ def test_search_filters_and_ops(ro):
     # not, or
     body = {"not": [{"conversation_status": {"equals": "done"}}], "queryContext": "conversation"}
     assert set(all_ids(ro, body)) == {c["id"] for c in convs} - done
-    body = {"or": [{"conversation_status": {"equals": "open"}},
-                   {"conversation_status": {"equals": "snoozed"}}],
-            "queryContext": "conversation"}
+    body = {
+        "or": [
+            {"conversation_status": {"equals": "open"}},
+            {"conversation_status": {"equals": "snoozed"}},
+        ],
+        "queryContext": "conversation",
+    }
     assert set(all_ids(ro, body)) == {c["id"] for c in convs} - done
     # lastDone on open conversations never matches
-    body = {"and": [{"conversation_last_done_created_at": {"gte": "2000-01-01"}}],
-            "queryContext": "conversation"}
+    body = {
+        "and": [{"conversation_last_done_created_at": {"gte": "2000-01-01"}}],
+        "queryContext": "conversation",
+    }
     ids = set(all_ids(ro, body))
     assert done <= ids
     assert ids == {c["id"] for c in convs if "createdAt" in c["attributes"]["lastDone"]}
@@ -198,52 +225,72 @@ def test_search_filters_and_ops(ro):
     assert set(all_ids(ro, body)) == {c["id"] for c in convs if tag in c["attributes"]["tags"]}
     # customer id, message count
     cust = convs[0]["relationships"]["customer"]["data"]["id"]
-    body = {"and": [{"conversation_customer_id": {"equals": cust}},
-                    {"conversation_message_count": {"gte": 1}}],
-            "queryContext": "conversation"}
+    body = {
+        "and": [
+            {"conversation_customer_id": {"equals": cust}},
+            {"conversation_message_count": {"gte": 1}},
+        ],
+        "queryContext": "conversation",
+    }
     assert set(all_ids(ro, body)) == {
-        c["id"] for c in convs if c["relationships"]["customer"]["data"]["id"] == cust
-        and c["attributes"]["messageCount"] >= 1}
+        c["id"]
+        for c in convs
+        if c["relationships"]["customer"]["data"]["id"] == cust
+        and c["attributes"]["messageCount"] >= 1
+    }
 
 
 def test_search_note_conversation_or(ro):
     notes = ro.truth(["notes"])["notes"]
     convs = sorted({n["relationships"]["conversation"]["data"]["id"] for n in notes})[:3]
-    body = {"or": [{"note_conversation_id": {"equals": c}} for c in convs],
-            "queryContext": "note"}
+    body = {"or": [{"note_conversation_id": {"equals": c}} for c in convs], "queryContext": "note"}
     want = {n["id"] for n in notes if n["relationships"]["conversation"]["data"]["id"] in convs}
     assert set(all_ids(ro, body)) == want
     body = {"and": [{"note_conversation_id": {"equals": convs[0]}}], "queryContext": "note"}
     assert all(d["type"] == "note" for d in search(ro, body).json()["data"])
 
 
-@pytest.mark.parametrize("value", [
-    "2025-01-15", "2025-01-15T00:00:00.000Z", "2025-01-15T00:00:00Z", "2025-01-15T00:00:00",
-    "2025-01-15T00:00:00+00:00", "2025-01-15 00:00:00+00:00", "2025-01-15T01:00:00+01:00",
-    "2025-01-15T00:00:00.000000Z",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2025-01-15",
+        "2025-01-15T00:00:00.000Z",
+        "2025-01-15T00:00:00Z",
+        "2025-01-15T00:00:00",
+        "2025-01-15T00:00:00+00:00",
+        "2025-01-15 00:00:00+00:00",
+        "2025-01-15T01:00:00+01:00",
+        "2025-01-15T00:00:00.000000Z",
+    ],
+)
 def test_search_date_formats(ro, value):
     body = {"and": [{"customer_updated_at": {"gte": value}}], "queryContext": "customer"}
     r = search(ro, body)
     assert r.status_code == 200
     cut = parse_ts("2025-01-15T00:00:00Z")
-    want = {c["id"] for c in ro.truth(["customers"])["customers"]
-            if parse_ts(c["attributes"]["updatedAt"]) >= cut}
+    want = {
+        c["id"]
+        for c in ro.truth(["customers"])["customers"]
+        if parse_ts(c["attributes"]["updatedAt"]) >= cut
+    }
     assert set(all_ids(ro, body)) == want
 
 
-@pytest.mark.parametrize("body", [
-    {"and": [{"customer_updated_at": {"gte": "yesterday"}}], "queryContext": "customer"},
-    {"and": [{"customer_updated_at": {"gte": "2025-13-45"}}], "queryContext": "customer"},
-    {"and": [], "queryContext": "planets"},
-    {"and": []},
-    {"and": [{"customer_updated_at": {"near": "2025-01-01"}}], "queryContext": "customer"},
-    {"and": [{"customer_no_such_field": {"equals": 1}}], "queryContext": "customer"},
-    {"and": "x", "queryContext": "customer"},
-    {"sort": [{"customer_updated_at": "up"}], "queryContext": "customer"},
-    {"queryContext": "customer", "page": 2},
-    [1, 2],
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"and": [{"customer_updated_at": {"gte": "yesterday"}}], "queryContext": "customer"},
+        {"and": [{"customer_updated_at": {"gte": "2025-13-45"}}], "queryContext": "customer"},
+        {"and": [], "queryContext": "planets"},
+        {"and": []},
+        {"and": [{"customer_updated_at": {"near": "2025-01-01"}}], "queryContext": "customer"},
+        {"and": [{"customer_no_such_field": {"equals": 1}}], "queryContext": "customer"},
+        {"and": "x", "queryContext": "customer"},
+        {"sort": [{"customer_updated_at": "up"}], "queryContext": "customer"},
+        {"queryContext": "customer", "page": 2},
+        [1, 2],
+    ],
+)
 def test_search_bad_requests(ro, body):
     r = search(ro, body)
     assert r.status_code == 400
@@ -255,13 +302,18 @@ def test_search_bad_requests(ro, body):
 
 
 def test_search_sort_single_and_multi(ro):
-    body = {"and": [{"conversation_updated_at": {"gte": "2000-01-01"}}],
-            "sort": [{"conversation_updated_at": "desc"}], "queryContext": "conversation"}
+    body = {
+        "and": [{"conversation_updated_at": {"gte": "2000-01-01"}}],
+        "sort": [{"conversation_updated_at": "desc"}],
+        "queryContext": "conversation",
+    }
     data = search(ro, body, pageSize=500).json()["data"]
     keys = [parse_ts(d["attributes"]["updatedAt"]) for d in data]
     assert keys == sorted(keys, reverse=True)
-    body = {"sort": [{"conversation_status": "asc"}, {"conversation_created_at": "desc"}],
-            "queryContext": "conversation"}
+    body = {
+        "sort": [{"conversation_status": "asc"}, {"conversation_created_at": "desc"}],
+        "queryContext": "conversation",
+    }
     data = search(ro, body, pageSize=500).json()["data"]
     keys2 = [(d["attributes"]["status"], -parse_ts(d["attributes"]["createdAt"])) for d in data]
     assert keys2 == sorted(keys2)
@@ -276,8 +328,11 @@ def test_search_ties_ordered_deterministically():
     box = make(conversations=20, tie_clusters=[("resolve", 250)])
     with box:
         at = box.tie_cluster_times()[0]["at"]
-        body = {"and": [{"conversation_updated_at": {"equals": at}}],
-                "sort": [{"conversation_updated_at": "asc"}], "queryContext": "conversation"}
+        body = {
+            "and": [{"conversation_updated_at": {"equals": at}}],
+            "sort": [{"conversation_updated_at": "asc"}],
+            "queryContext": "conversation",
+        }
         first = all_ids(box, body, page_size=100)
         assert len(first) == 250
         assert first == all_ids(box, body, page_size=100)
@@ -285,14 +340,22 @@ def test_search_ties_ordered_deterministically():
 
 
 def test_search_pagination_links_and_clamp(ro):
-    body = {"and": [{"message_updated_at": {"gte": "2000-01-01"}}],
-            "sort": [{"message_updated_at": "asc"}], "queryContext": "message"}
+    body = {
+        "and": [{"message_updated_at": {"gte": "2000-01-01"}}],
+        "sort": [{"message_updated_at": "asc"}],
+        "queryContext": "message",
+    }
     r = search(ro, body, pageSize=1000)
     data = r.json()
     total = len(ro.store.messages)
-    assert data["meta"] == {"pageSize": 500, "page": 1, "total": total,
-                            "totalPages": math.ceil(total / 500), "aggregations": {},
-                            "timed_out": False}
+    assert data["meta"] == {
+        "pageSize": 500,
+        "page": 1,
+        "total": total,
+        "totalPages": math.ceil(total / 500),
+        "aggregations": {},
+        "timed_out": False,
+    }
     assert len(data["data"]) == 500
     links = data["links"]
     assert links["self"] == "/v1/customers/search?page=1&pageSize=500"
@@ -342,6 +405,7 @@ def test_search_default_cap_is_10000():
 
 # --- other endpoints ----------------------------------------------------------------------------
 
+
 def test_get_endpoints(ro):
     t = ro.truth()
     conv = max(t["conversations"], key=lambda c: c["attributes"]["messageCount"])
@@ -357,8 +421,7 @@ def test_get_endpoints(ro):
     n = conv["attributes"]["messageCount"]
     seen, page = [], 1
     while True:
-        data = get(ro, f"/v1/conversations/{conv['id']}/messages", page=page,
-                   pageSize=500).json()
+        data = get(ro, f"/v1/conversations/{conv['id']}/messages", page=page, pageSize=500).json()
         assert data["meta"] == {"pageSize": 100, "page": page}
         seen += data["data"]
         if data["links"]["next"] is None:
@@ -391,8 +454,7 @@ def test_get_endpoints(ro):
     assert get(ro, "/v1/shortcuts").json()["data"]
     meta = get(ro, "/v1/metadata/conversation").json()["data"]
     assert "contactReasonTree" in meta["attributes"]["properties"]
-    assert "tierStr" in get(ro, "/v1/metadata/customer").json()["data"]["attributes"][
-        "properties"]
+    assert "tierStr" in get(ro, "/v1/metadata/customer").json()["data"]["attributes"]["properties"]
     assert get(ro, "/v1/metadata/message").status_code == 200
 
 
@@ -415,6 +477,7 @@ def test_tags_deleted_switch(ro):
 
 
 # --- auth -------------------------------------------------------------------------------------
+
 
 def test_auth_errors(ro):
     r = requests.get(ro.base_url + "/v1/tags", timeout=10)
@@ -450,6 +513,7 @@ def test_role_denials(ro):
 
 
 # --- rate limits --------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("fmt", ["epoch", "delta"])
 def test_budgets_and_headers(fmt):
@@ -496,6 +560,7 @@ def test_rate_window_resets_in_real_time():
 
 
 # --- faults and latency ---------------------------------------------------------------------------
+
 
 def test_fault_5xx_and_html(sb):
     sb.options.fault_5xx_rate = 1.0
@@ -562,6 +627,7 @@ def test_latency(sb):
 
 # --- index lag, clock -----------------------------------------------------------------------------
 
+
 def test_date_header_uses_sandbox_clock(sb):
     r = get(sb, "/v1/tags")
     from email.utils import parsedate_to_datetime
@@ -576,26 +642,40 @@ def test_date_header_uses_sandbox_clock(sb):
 def test_index_lag():
     box = make(index_lag_seconds=120)
     with box:
-        conv = next(c for c in box.truth(["conversations"])["conversations"]
-                    if c["attributes"]["status"] == "done")
+        conv = next(
+            c
+            for c in box.truth(["conversations"])["conversations"]
+            if c["attributes"]["status"] == "done"
+        )
         old_upd = conv["attributes"]["updatedAt"]
         msg = box.reply(conv["id"], body="hello again")
-        body = {"and": [{"conversation_customer_id": {
-            "equals": conv["relationships"]["customer"]["data"]["id"]}}],
-            "queryContext": "conversation"}
+        body = {
+            "and": [
+                {
+                    "conversation_customer_id": {
+                        "equals": conv["relationships"]["customer"]["data"]["id"]
+                    }
+                }
+            ],
+            "queryContext": "conversation",
+        }
         hit = next(d for d in search(box, body).json()["data"] if d["id"] == conv["id"])
         assert hit["attributes"]["updatedAt"] == old_upd
         assert hit["attributes"]["status"] == "done"
         live = get(box, f"/v1/conversations/{conv['id']}").json()["data"]["attributes"]
         assert live["status"] == "open"
         assert live["updatedAt"] != old_upd
-        mbody = {"and": [{"message_updated_at": {"gte": msg["attributes"]["createdAt"]}}],
-                 "queryContext": "message"}
+        mbody = {
+            "and": [{"message_updated_at": {"gte": msg["attributes"]["createdAt"]}}],
+            "queryContext": "message",
+        }
         assert msg["id"] not in all_ids(box, mbody)
         assert get(box, f"/v1/messages/{msg['id']}").status_code == 200
         # filtering uses the indexed version too
-        fbody = {"and": [{"conversation_status": {"equals": "open"}}],
-                 "queryContext": "conversation"}
+        fbody = {
+            "and": [{"conversation_status": {"equals": "open"}}],
+            "queryContext": "conversation",
+        }
         assert conv["id"] not in all_ids(box, fbody)
         box.advance_clock(121)
         assert msg["id"] in all_ids(box, mbody)
@@ -606,13 +686,17 @@ def test_index_lag():
 
 # --- mutations ---------------------------------------------------------------------------------
 
+
 def _conv(box: Sandbox, cid: str) -> dict:
     return get(box, f"/v1/conversations/{cid}").json()["data"]["attributes"]
 
 
 def test_reply_reopens_done(sb):
-    conv = next(c for c in sb.truth(["conversations"])["conversations"]
-                if c["attributes"]["status"] == "done")
+    conv = next(
+        c
+        for c in sb.truth(["conversations"])["conversations"]
+        if c["attributes"]["status"] == "done"
+    )
     a = conv["attributes"]
     sb.advance_clock(10)
     msg = sb.reply(conv["id"], body="Still broken 😡")
@@ -625,9 +709,15 @@ def test_reply_reopens_done(sb):
     assert b["lastDone"]["createdAt"] == a["lastDone"]["createdAt"]
     assert b["updatedAt"] > a["updatedAt"]
     assert b["updatedAt"] == msg["attributes"]["createdAt"]
-    ids = [m["id"] for m in get(sb, f"/v1/conversations/{conv['id']}/messages",
-                                pageSize=100, page=math.ceil(b["messageCount"] / 100))
-           .json()["data"]]
+    ids = [
+        m["id"]
+        for m in get(
+            sb,
+            f"/v1/conversations/{conv['id']}/messages",
+            pageSize=100,
+            page=math.ceil(b["messageCount"] / 100),
+        ).json()["data"]
+    ]
     assert ids[-1] == msg["id"]
     # outbound reply on an open conversation keeps it open
     sb.reply(conv["id"], body="We're on it", direction="out")
@@ -635,9 +725,11 @@ def test_reply_reopens_done(sb):
 
 
 def test_resolve_reopen_tags_custom_notes(sb):
-    conv = next(c for c in sb.truth(["conversations"])["conversations"]
-                if c["attributes"]["status"] == "open"
-                and "createdAt" not in c["attributes"]["firstDone"])
+    conv = next(
+        c
+        for c in sb.truth(["conversations"])["conversations"]
+        if c["attributes"]["status"] == "open" and "createdAt" not in c["attributes"]["firstDone"]
+    )
     cid = conv["id"]
     sb.advance_clock(5)
     res = sb.resolve(cid)["attributes"]
@@ -683,8 +775,10 @@ def test_customers_and_new_conversations(sb):
     assert "createdAt" not in conv["attributes"]["lastDone"]
     done = sb.add_conversation(status="done")
     assert done["attributes"]["lastDone"]["createdAt"] == done["attributes"]["createdAt"]
-    body = {"and": [{"conversation_customer_id": {"equals": c["id"]}}],
-            "queryContext": "conversation"}
+    body = {
+        "and": [{"conversation_customer_id": {"equals": c["id"]}}],
+        "queryContext": "conversation",
+    }
     assert all_ids(sb, body) == [conv["id"]]
     with pytest.raises(KeyError):
         sb.resolve("0123456789abcdef01234567")
@@ -696,11 +790,25 @@ def test_simulate_activity(sb):
     summary = sb.simulate_activity(hours=3, seed=11)
     assert (sb.now() - before).total_seconds() >= 3 * 3600
     assert summary["start"] <= summary["end"]
-    for key in ("replied", "resolved", "re_resolved", "tagged", "new_conversations",
-                "new_customers", "updated_customers", "reopened_by_reply", "messages"):
+    for key in (
+        "replied",
+        "resolved",
+        "re_resolved",
+        "tagged",
+        "new_conversations",
+        "new_customers",
+        "updated_customers",
+        "reopened_by_reply",
+        "messages",
+    ):
         assert key in summary
-    touched = (set(summary["replied"]) | set(summary["resolved"]) | set(summary["tagged"])
-               | set(summary["new_conversations"]) | set(summary["custom_changed"]))
+    touched = (
+        set(summary["replied"])
+        | set(summary["resolved"])
+        | set(summary["tagged"])
+        | set(summary["new_conversations"])
+        | set(summary["custom_changed"])
+    )
     assert touched
     updated = set(sb.updated_ids("conversations", since=before_iso))
     assert touched <= updated
@@ -714,6 +822,7 @@ def test_simulate_activity(sb):
 
 
 # --- stats, truth, control ---------------------------------------------------------------------
+
 
 def test_stats_and_reset(sb):
     get(sb, "/v1/tags")
@@ -741,28 +850,34 @@ def test_control_http(sb):
     assert set(data) == {"conversations", "tags"}
     assert data == sb.truth(["conversations", "tags"])
     conv = next(c for c in data["conversations"] if c["attributes"]["status"] == "done")
-    r = requests.post(base + "/reply", json={"conversation_id": conv["id"], "body": "hey"},
-                      timeout=5)
+    r = requests.post(
+        base + "/reply", json={"conversation_id": conv["id"], "body": "hey"}, timeout=5
+    )
     assert r.status_code == 200
     assert r.json()["type"] == "message"
     r = requests.post(base + "/resolve", json={"conversation_id": conv["id"]}, timeout=5)
     assert r.json()["attributes"]["status"] == "done"
     r = requests.post(base + "/add_customer", json={"name": "Ctl"}, timeout=5)
     cust = r.json()
-    r = requests.post(base + "/update_customer",
-                      json={"customer_id": cust["id"], "custom": {"tierStr": "x"}}, timeout=5)
+    r = requests.post(
+        base + "/update_customer",
+        json={"customer_id": cust["id"], "custom": {"tierStr": "x"}},
+        timeout=5,
+    )
     assert r.json()["attributes"]["custom"]["tierStr"] == "x"
     now = requests.post(base + "/advance_clock", json={"seconds": 60}, timeout=5).json()["now"]
     assert now >= sb.now_iso()[:16] or now
     assert requests.post(base + "/options", json={"org_rpm": 5}, timeout=5).status_code == 200
     assert sb.options.org_rpm == 5
     assert requests.get(base + "/options", timeout=5).json()["org_rpm"] == 5
-    assert requests.post(base + "/resolve", json={"conversation_id": "x" * 24},
-                         timeout=5).status_code in (400, 404)
+    assert requests.post(
+        base + "/resolve", json={"conversation_id": "x" * 24}, timeout=5
+    ).status_code in (400, 404)
     resolved = requests.get(base + "/resolved", params={"since": "2000-01-01"}, timeout=5).json()
     assert conv["id"] in resolved
-    assert requests.post(base + "/simulate_activity", json={"hours": 1},
-                         timeout=30).status_code == 200
+    assert (
+        requests.post(base + "/simulate_activity", json={"hours": 1}, timeout=30).status_code == 200
+    )
     assert sb.stats()["total_requests"] == 0  # control calls are not API traffic
 
 
@@ -777,12 +892,36 @@ def test_truth_returns_copies(sb):
 
 # --- CLI -------------------------------------------------------------------------------------
 
+
 def test_cli_start_and_stop():
     with subprocess.Popen(
-        [sys.executable, "-m", "tests.sandbox", "--port", "0", "--seed", "5", "--api-key", "cli",
-         "--customers", "10", "--conversations", "20", "--tie-cluster", "resolve:30",
-         "--reset-format", "delta", "--expired-key", "gone", "--limited-key", "lim:tag:401"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "tests.sandbox",
+            "--port",
+            "0",
+            "--seed",
+            "5",
+            "--api-key",
+            "cli",
+            "--customers",
+            "10",
+            "--conversations",
+            "20",
+            "--tie-cluster",
+            "resolve:30",
+            "--reset-format",
+            "delta",
+            "--expired-key",
+            "gone",
+            "--limited-key",
+            "lim:tag:401",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     ) as proc:
         _check_cli(proc)
 
@@ -795,10 +934,18 @@ def _check_cli(proc: subprocess.Popen) -> None:
         r = requests.get(base + "/v1/tags", headers={"Authorization": "Bearer cli"}, timeout=10)
         assert r.status_code == 200
         assert int(r.headers["x-ratelimit-reset"]) <= 60
-        assert requests.get(base + "/v1/tags", headers={"Authorization": "Bearer gone"},
-                            timeout=10).status_code == 401
-        assert requests.get(base + "/v1/tags", headers={"Authorization": "Bearer lim"},
-                            timeout=10).status_code == 401
+        assert (
+            requests.get(
+                base + "/v1/tags", headers={"Authorization": "Bearer gone"}, timeout=10
+            ).status_code
+            == 401
+        )
+        assert (
+            requests.get(
+                base + "/v1/tags", headers={"Authorization": "Bearer lim"}, timeout=10
+            ).status_code
+            == 401
+        )
         clusters = requests.get(base + "/__control/clusters", timeout=10).json()
         assert clusters[0]["size"] == 30
     finally:

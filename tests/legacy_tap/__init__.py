@@ -59,11 +59,14 @@ def ensure_venv(venv: Path | None = None) -> Path:
     if python.exists() and marker.exists():
         return python
     if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True,
-                       capture_output=True, timeout=300)
+        subprocess.run(
+            [sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=300
+        )
     proc = subprocess.run(
         [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q", PACKAGE],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     if proc.returncode != 0:
         output = proc.stdout + proc.stderr
@@ -81,12 +84,17 @@ def _env(base_url: str) -> dict[str, str]:
     return env
 
 
-def make_catalog(python: Path, base_url: str, config_path: Path,
-                 streams: tuple[str, ...] | list[str]) -> dict[str, Any]:
+def make_catalog(
+    python: Path, base_url: str, config_path: Path, streams: tuple[str, ...] | list[str]
+) -> dict[str, Any]:
     """Run the tap's discovery and mark ``streams`` (and all their fields) selected."""
     proc = subprocess.run(
         [str(python), str(RUNNER), "--config", str(config_path), "--discover"],
-        capture_output=True, text=True, env=_env(base_url), timeout=300, check=True,
+        capture_output=True,
+        text=True,
+        env=_env(base_url),
+        timeout=300,
+        check=True,
     )
     catalog = json.loads(proc.stdout)
     for entry in catalog["streams"]:
@@ -122,16 +130,16 @@ def run_legacy_tap(
     config_path.write_text(json.dumps(config))
     catalog_path = work / f"{out.stem}.catalog.json"
     catalog_path.write_text(json.dumps(make_catalog(python, base_url, config_path, streams)))
-    args = [str(python), str(RUNNER), "--config", str(config_path), "--catalog",
-            str(catalog_path)]
+    args = [str(python), str(RUNNER), "--config", str(config_path), "--catalog", str(catalog_path)]
     if state is not None:
         state_path = work / f"{out.stem}.state.json"
         state_path.write_text(json.dumps(state))
         args += ["--state", str(state_path)]
     log_path = out.with_name(out.name + ".log")
     with out.open("w") as stdout, log_path.open("w") as stderr:
-        proc = subprocess.run(args, stdout=stdout, stderr=stderr, env=_env(base_url),
-                              timeout=timeout, check=False)
+        proc = subprocess.run(
+            args, stdout=stdout, stderr=stderr, env=_env(base_url), timeout=timeout, check=False
+        )
     return proc.returncode, out
 
 

@@ -37,8 +37,9 @@ def _tie(text: str) -> tuple[str, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     """One flag per simple SandboxOptions field, plus structured ones."""
-    parser = argparse.ArgumentParser(prog="python -m tests.sandbox",
-                                     description="Local Kustomer API emulator")
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.sandbox", description="Local Kustomer API emulator"
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 = pick a free port")
     parser.add_argument("--now", help="ISO anchor of the sandbox clock (default: now, floored)")
@@ -52,16 +53,33 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(flag, type=_bool, default=value, metavar="BOOL")
         elif isinstance(value, (int, float, str)):
             parser.add_argument(flag, type=type(value), default=value)
-    parser.add_argument("--tie-cluster", action="append", type=_tie, default=[],
-                        metavar="KIND:SIZE",
-                        help="repeatable; KIND is resolve|import|customers; bare SIZE = resolve")
-    parser.add_argument("--fault-route", action="append", default=None,
-                        help="limit faults to routes containing this text (repeatable)")
-    parser.add_argument("--expired-key", action="append", default=[],
-                        help="an extra key that answers 401 Expired token")
-    parser.add_argument("--limited-key", action="append", default=[],
-                        metavar="KEY:RES1,RES2[:STATUS]",
-                        help="an extra key lacking the read roles of the resources")
+    parser.add_argument(
+        "--tie-cluster",
+        action="append",
+        type=_tie,
+        default=[],
+        metavar="KIND:SIZE",
+        help="repeatable; KIND is resolve|import|customers; bare SIZE = resolve",
+    )
+    parser.add_argument(
+        "--fault-route",
+        action="append",
+        default=None,
+        help="limit faults to routes containing this text (repeatable)",
+    )
+    parser.add_argument(
+        "--expired-key",
+        action="append",
+        default=[],
+        help="an extra key that answers 401 Expired token",
+    )
+    parser.add_argument(
+        "--limited-key",
+        action="append",
+        default=[],
+        metavar="KEY:RES1,RES2[:STATUS]",
+        help="an extra key lacking the read roles of the resources",
+    )
     return parser
 
 

@@ -16,9 +16,16 @@ from .server import Api, Response, SandboxServer, make_server
 from .store import NotFoundError, Store
 
 TRUTH_KINDS = ("conversations", "messages", "notes", "customers", "tags")
-_KIND = {"conversations": "conversation", "messages": "message", "notes": "note",
-         "customers": "customer", "tags": "tag", "users": "user", "teams": "team",
-         "shortcuts": "shortcut"}
+_KIND = {
+    "conversations": "conversation",
+    "messages": "message",
+    "notes": "note",
+    "customers": "customer",
+    "tags": "tag",
+    "users": "user",
+    "teams": "team",
+    "shortcuts": "shortcut",
+}
 
 TimeLike = str | int | datetime | None
 
@@ -54,9 +61,12 @@ class Sandbox:
         self._server = make_server(self, host, port)
         bound_port = self._server.server_address[1]
         self.base_url = f"http://{host}:{bound_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.1},
-                                        name="kustomer-sandbox", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="kustomer-sandbox",
+            daemon=True,
+        )
         self._thread.start()
         return self.base_url
 
@@ -109,8 +119,9 @@ class Sandbox:
         with self.store.lock:
             return self.store.render(kind, rec)
 
-    def reply(self, conversation_id: str, body: str | None = None,
-              direction: str = "in") -> dict[str, Any]:
+    def reply(
+        self, conversation_id: str, body: str | None = None, direction: str = "in"
+    ) -> dict[str, Any]:
         """Add a message; inbound reopens a done or snoozed conversation."""
         return self._render("message", self.store.reply(conversation_id, body, direction))
 
@@ -143,11 +154,13 @@ class Sandbox:
         """Change customer attributes (same keys as add_customer)."""
         return self._render("customer", self.store.update_customer(customer_id, **attrs))
 
-    def add_conversation(self, customer_id: str | None = None, status: str = "open",
-                         messages: int = 1) -> dict[str, Any]:
+    def add_conversation(
+        self, customer_id: str | None = None, status: str = "open", messages: int = 1
+    ) -> dict[str, Any]:
         """Create a conversation with ``messages`` messages stamped now."""
-        return self._render("conversation",
-                            self.store.add_conversation(customer_id, status, messages))
+        return self._render(
+            "conversation", self.store.add_conversation(customer_id, status, messages)
+        )
 
     def simulate_activity(self, hours: float = 3.0, seed: int | None = None) -> dict[str, Any]:
         """Apply a few hours of activity and advance the clock by ``hours``."""
@@ -181,20 +194,22 @@ class Sandbox:
                     out[kind] = copy.deepcopy(recs)
         return out
 
-    def resolved_conversation_ids(self, since: TimeLike = None,
-                                  until: TimeLike = None) -> list[str]:
+    def resolved_conversation_ids(
+        self, since: TimeLike = None, until: TimeLike = None
+    ) -> list[str]:
         """Ids of done conversations with since <= lastDone.createdAt < until."""
         lo, hi = _ms(since), _ms(until)
         with self.store.lock:
             return [
-                c["id"] for c in self.store.conversations
-                if c["status"] == "done" and c["lastDone"] is not None
+                c["id"]
+                for c in self.store.conversations
+                if c["status"] == "done"
+                and c["lastDone"] is not None
                 and (lo is None or c["lastDone"]["at"] >= lo)
                 and (hi is None or c["lastDone"]["at"] < hi)
             ]
 
-    def updated_ids(self, kind: str, since: TimeLike = None,
-                    until: TimeLike = None) -> list[str]:
+    def updated_ids(self, kind: str, since: TimeLike = None, until: TimeLike = None) -> list[str]:
         """Ids of records of ``kind`` (plural) with since <= updatedAt < until."""
         lo, hi = _ms(since), _ms(until)
         single = _KIND[kind]
@@ -224,19 +239,32 @@ def _keyspec(value: Any) -> KeySpec:
     if value.get("expired"):
         return KeySpec.expired_key()
     if "without" in value:
-        return KeySpec.without(*value["without"], denial_status=int(value.get("denial_status",
-                                                                               403)))
+        return KeySpec.without(
+            *value["without"], denial_status=int(value.get("denial_status", 403))
+        )
     roles = value.get("roles")
-    return KeySpec(roles=frozenset(roles) if roles is not None else None,
-                   denial_status=int(value.get("denial_status", 403)))
+    return KeySpec(
+        roles=frozenset(roles) if roles is not None else None,
+        denial_status=int(value.get("denial_status", 403)),
+    )
 
 
 class Control:
     """``/__control/...``: JSON endpoints mirroring the Python methods (no auth)."""
 
-    POST_METHODS = ("reply", "resolve", "reopen", "set_tags", "set_custom", "add_note",
-                    "add_customer", "update_customer", "add_conversation",
-                    "simulate_activity", "advance_clock")
+    POST_METHODS = (
+        "reply",
+        "resolve",
+        "reopen",
+        "set_tags",
+        "set_custom",
+        "add_note",
+        "add_customer",
+        "update_customer",
+        "add_conversation",
+        "simulate_activity",
+        "advance_clock",
+    )
 
     def __init__(self, sandbox: Sandbox) -> None:
         self.sb = sandbox
@@ -275,8 +303,10 @@ class Control:
             if name == "resolved":
                 return sb.resolved_conversation_ids(query.get("since"), query.get("until"))
             if name == "options":
-                return {f.name: _jsonable(getattr(sb.options, f.name))
-                        for f in dataclasses.fields(SandboxOptions)}
+                return {
+                    f.name: _jsonable(getattr(sb.options, f.name))
+                    for f in dataclasses.fields(SandboxOptions)
+                }
             if name == "clusters":
                 return sb.tie_cluster_times()
             raise KeyError(f"unknown control endpoint GET {name}")

@@ -85,8 +85,14 @@ def parse_ts(value: object, tz_name: str | None = None) -> int:
     micro = int((frac or "0")[:6].ljust(6, "0"))
     try:
         parsed = datetime(
-            int(year), int(month), int(day),
-            int(hh or 0), int(mi or 0), int(ss or 0), micro, tzinfo=tzinfo,
+            int(year),
+            int(month),
+            int(day),
+            int(hh or 0),
+            int(mi or 0),
+            int(ss or 0),
+            micro,
+            tzinfo=tzinfo,
         )
     except ValueError as exc:
         raise ValueError(f"invalid date: {value!r}") from exc

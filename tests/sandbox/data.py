@@ -22,24 +22,89 @@ HOUR = 3_600_000
 MINUTE = 60_000
 
 FIRST_NAMES = [
-    "Ana", "Ben", "Chloé", "Dmitri", "Emma", "François", "Grace", "Hiro", "Ingrid", "José",
-    "Kai", "Lena", "Mohammed", "Nora", "Oliver", "Priya", "Quinn", "Rafael", "Søren", "Tariq",
-    "Uma", "Valentina", "Wei", "Xavier", "Yuki", "Zoë", "Björk", "Łukasz", "Ayşe", "Nguyễn",
+    "Ana",
+    "Ben",
+    "Chloé",
+    "Dmitri",
+    "Emma",
+    "François",
+    "Grace",
+    "Hiro",
+    "Ingrid",
+    "José",
+    "Kai",
+    "Lena",
+    "Mohammed",
+    "Nora",
+    "Oliver",
+    "Priya",
+    "Quinn",
+    "Rafael",
+    "Søren",
+    "Tariq",
+    "Uma",
+    "Valentina",
+    "Wei",
+    "Xavier",
+    "Yuki",
+    "Zoë",
+    "Björk",
+    "Łukasz",
+    "Ayşe",
+    "Nguyễn",
 ]
 LAST_NAMES = [
-    "Smith", "García", "Müller", "Rossi", "Kowalski", "Okafor", "Tanaka", "Dubois", "Nielsen",
-    "Haddad", "O'Brien", "van der Berg", "Ødegaard", "Çelik", "Silva", "Kim", "李", "Иванова",
+    "Smith",
+    "García",
+    "Müller",
+    "Rossi",
+    "Kowalski",
+    "Okafor",
+    "Tanaka",
+    "Dubois",
+    "Nielsen",
+    "Haddad",
+    "O'Brien",
+    "van der Berg",
+    "Ødegaard",
+    "Çelik",
+    "Silva",
+    "Kim",
+    "李",
+    "Иванова",
 ]
 EMOJI = ["🚀", "🌟", "🐼", "☕", "🎉"]
 TAG_NAMES = [
-    "billing", "refund", "shipping", "damaged", "vip", "bug", "feature-request", "urgent",
-    "returns", "exchange", "account", "login", "cancellation", "wholesale", "press", "spam",
-    "feedback", "warranty", "international", "subscription",
+    "billing",
+    "refund",
+    "shipping",
+    "damaged",
+    "vip",
+    "bug",
+    "feature-request",
+    "urgent",
+    "returns",
+    "exchange",
+    "account",
+    "login",
+    "cancellation",
+    "wholesale",
+    "press",
+    "spam",
+    "feedback",
+    "warranty",
+    "international",
+    "subscription",
 ]
 TAG_COLORS = ["#e53935", "#8e24aa", "#3949ab", "#039be5", "#00897b", "#7cb342", "#fdd835"]
 REASONS = [
-    "billing.refund", "billing.invoice", "shipping.delayed", "shipping.lost",
-    "product.defect", "account.access", "general.question",
+    "billing.refund",
+    "billing.invoice",
+    "shipping.delayed",
+    "shipping.lost",
+    "product.defect",
+    "account.access",
+    "general.question",
 ]
 TIERS = ["bronze", "silver", "gold", "platinum"]
 LOCALES = ["en_US", "en_GB", "fr_FR", "es_ES", "ja_JP", "de_DE", None]
@@ -155,51 +220,57 @@ class Generator:
             last = LAST_NAMES[(i * 5) % len(LAST_NAMES)]
             created = base + i * HOUR
             uid = make_id("user", i, created, st.salt)
-            st.users.append({
-                "type": "user",
-                "id": uid,
-                "attributes": {
-                    "name": f"{first} {last}",
-                    "displayName": f"{first} {last}",
-                    "email": f"agent{i}@sandbox-org.example",
-                    "userType": "machine" if i == 0 else "user",
-                    "roleGroups": [],
-                    "createdAt": fmt_ms(created),
-                    "updatedAt": fmt_ms(created + DAY),
-                    "modifiedAt": fmt_ms(created + DAY),
-                },
-                "relationships": {"org": {"data": {"type": "org", "id": st.org_id}}},
-                "links": {"self": f"/v1/users/{uid}"},
-            })
+            st.users.append(
+                {
+                    "type": "user",
+                    "id": uid,
+                    "attributes": {
+                        "name": f"{first} {last}",
+                        "displayName": f"{first} {last}",
+                        "email": f"agent{i}@sandbox-org.example",
+                        "userType": "machine" if i == 0 else "user",
+                        "roleGroups": [],
+                        "createdAt": fmt_ms(created),
+                        "updatedAt": fmt_ms(created + DAY),
+                        "modifiedAt": fmt_ms(created + DAY),
+                    },
+                    "relationships": {"org": {"data": {"type": "org", "id": st.org_id}}},
+                    "links": {"self": f"/v1/users/{uid}"},
+                }
+            )
         for i, team in enumerate(["Tier 1", "Tier 2", "Billing"]):
             created = base + i * DAY
             tid = make_id("team", i, created, st.salt)
-            st.teams.append({
-                "type": "team",
-                "id": tid,
-                "attributes": {
-                    "name": team,
-                    "displayName": team,
-                    "members": [u["id"] for u in st.users[i::3]],
-                    "createdAt": fmt_ms(created),
-                    "updatedAt": fmt_ms(created + 2 * DAY),
-                },
-                "links": {"self": f"/v1/teams/{tid}"},
-            })
+            st.teams.append(
+                {
+                    "type": "team",
+                    "id": tid,
+                    "attributes": {
+                        "name": team,
+                        "displayName": team,
+                        "members": [u["id"] for u in st.users[i::3]],
+                        "createdAt": fmt_ms(created),
+                        "updatedAt": fmt_ms(created + 2 * DAY),
+                    },
+                    "links": {"self": f"/v1/teams/{tid}"},
+                }
+            )
         for i, title in enumerate(["Refund issued", "Where is my order", "Thanks", "Escalate"]):
             created = base + i * DAY
             sid = make_id("shortcut", i, created, st.salt)
-            st.shortcuts.append({
-                "type": "shortcut",
-                "id": sid,
-                "attributes": {
-                    "name": title,
-                    "text": f"{title} — template text",
-                    "createdAt": fmt_ms(created),
-                    "updatedAt": fmt_ms(created + DAY),
-                },
-                "links": {"self": f"/v1/shortcuts/{sid}"},
-            })
+            st.shortcuts.append(
+                {
+                    "type": "shortcut",
+                    "id": sid,
+                    "attributes": {
+                        "name": title,
+                        "text": f"{title} — template text",
+                        "createdAt": fmt_ms(created),
+                        "updatedAt": fmt_ms(created + DAY),
+                    },
+                    "links": {"self": f"/v1/shortcuts/{sid}"},
+                }
+            )
         span = self.end - self.start
         for i in range(self.options.tags):
             created = self.start - 30 * DAY + int(r.random() * span * 0.8)
@@ -219,21 +290,27 @@ class Generator:
                 "deleted": deleted,
             }
             relationships: dict[str, Any] = {
-                "org": {"links": {"self": f"/v1/orgs/{st.org_id}"},
-                        "data": {"type": "org", "id": st.org_id}},
-                "createdBy": {"links": {"self": f"/v1/users/{creator}"},
-                              "data": {"type": "user", "id": creator}},
+                "org": {
+                    "links": {"self": f"/v1/orgs/{st.org_id}"},
+                    "data": {"type": "org", "id": st.org_id},
+                },
+                "createdBy": {
+                    "links": {"self": f"/v1/users/{creator}"},
+                    "data": {"type": "user", "id": creator},
+                },
             }
             if deleted:
                 attrs["deletedAt"] = attrs["updatedAt"]
                 relationships["deletedBy"] = relationships["createdBy"]
-            st.tags.append({
-                "type": "tag",
-                "id": tid,
-                "attributes": attrs,
-                "relationships": relationships,
-                "links": {"self": f"/v1/tags/{tid}"},
-            })
+            st.tags.append(
+                {
+                    "type": "tag",
+                    "id": tid,
+                    "attributes": attrs,
+                    "relationships": relationships,
+                    "links": {"self": f"/v1/tags/{tid}"},
+                }
+            )
 
     # -- customers --------------------------------------------------------------
     def new_customer(self, r: random.Random, created: int, updated: int) -> dict[str, Any]:
@@ -330,17 +407,19 @@ class Generator:
                 ncreated = msg_created_at
             nidx = len(st.notes)
             mentions = [r.randrange(users)] if r.random() < 0.4 else []
-            st.notes.append(Note(
-                nidx,
-                make_id("note", nidx, ncreated, st.salt),
-                idx,
-                cust,
-                ncreated,
-                ncreated,
-                r.randrange(users),
-                mentions,
-                r.randrange(1 << 30),
-            ))
+            st.notes.append(
+                Note(
+                    nidx,
+                    make_id("note", nidx, ncreated, st.salt),
+                    idx,
+                    cust,
+                    ncreated,
+                    ncreated,
+                    r.randrange(users),
+                    mentions,
+                    r.randrange(1 << 30),
+                )
+            )
             note_ids.append(nidx)
             last_activity = max(last_activity, ncreated)
         done_count = 0
@@ -368,8 +447,10 @@ class Generator:
         modified = updated if r.random() < 0.7 else created + int((updated - created) * r.random())
         tag_pool = st.tags
         tags = (
-            [tag_pool[r.randrange(len(tag_pool))]["id"] for _ in range(r.choices((0, 1, 2, 4),
-             weights=(40, 35, 18, 7))[0])]
+            [
+                tag_pool[r.randrange(len(tag_pool))]["id"]
+                for _ in range(r.choices((0, 1, 2, 4), weights=(40, 35, 18, 7))[0])
+            ]
             if tag_pool
             else []
         )
@@ -459,8 +540,9 @@ class Generator:
                 status = "done" if k < 0.45 else ("open" if k < 0.85 else "snoozed")
             else:
                 status = "done" if k < 0.78 else ("open" if k < 0.9 else "snoozed")
-            self.new_conversation(r, r.randrange(n_cust), created, n_msgs, self.end - MINUTE,
-                                  status)
+            self.new_conversation(
+                r, r.randrange(n_cust), created, n_msgs, self.end - MINUTE, status
+            )
         for kind, size in opts.tie_clusters:
             self._cluster(kind, int(size))
 
@@ -478,14 +560,31 @@ class Generator:
         if kind == "resolve":
             for _ in range(size):
                 created = t - r.randrange(HOUR, 60 * DAY)
-                self.new_conversation(r, r.randrange(n_cust), created, r.randint(1, 3),
-                                      t - MINUTE, "done", done_at=t, updated=t)
+                self.new_conversation(
+                    r,
+                    r.randrange(n_cust),
+                    created,
+                    r.randint(1, 3),
+                    t - MINUTE,
+                    "done",
+                    done_at=t,
+                    updated=t,
+                )
         elif kind == "import":
             for _ in range(size):
                 sent_start = t - r.randrange(30 * DAY, 365 * DAY)
-                self.new_conversation(r, r.randrange(n_cust), sent_start, r.randint(1, 3),
-                                      sent_start + 10 * DAY, "done", done_at=t, updated=t,
-                                      msg_created_at=t, imported=True)
+                self.new_conversation(
+                    r,
+                    r.randrange(n_cust),
+                    sent_start,
+                    r.randint(1, 3),
+                    sent_start + 10 * DAY,
+                    "done",
+                    done_at=t,
+                    updated=t,
+                    msg_created_at=t,
+                    imported=True,
+                )
                 conv = self.store.conversations[-1]
                 conv["created"] = t
                 conv["modified"] = t

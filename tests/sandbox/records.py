@@ -216,8 +216,11 @@ def _message_meta(m: Msg, cust_email: str, cust_phone: str) -> dict[str, Any]:
     if m.channel == "sms":
         return {"from": cust_phone, "to": "+15550001111" if v % 2 else {"phone": "+15550001111"}}
     if m.channel == "voice":
-        return {"trackingId": f"call-{m.id[-8:]}", "status": "completed",
-                "placedAt": fmt_ms(m.sent)}
+        return {
+            "trackingId": f"call-{m.id[-8:]}",
+            "status": "completed",
+            "placedAt": fmt_ms(m.sent),
+        }
     if m.channel in ("facebook", "instagram"):
         return {"permalink": None, "messageType": "message"}
     return {}

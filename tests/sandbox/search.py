@@ -18,8 +18,18 @@ QUERY_CONTEXT_RE = re.compile(
     r"^(company|customer|message|conversation|conversation_time|note|kobject|kobject_.*"
     r"|work_session|work_item)$"
 )
-BODY_KEYS = {"searchHash", "queryContext", "includeDeleted", "timeZone", "and", "or", "not",
-             "sort", "aggs", "fields"}
+BODY_KEYS = {
+    "searchHash",
+    "queryContext",
+    "includeDeleted",
+    "timeZone",
+    "and",
+    "or",
+    "not",
+    "sort",
+    "aggs",
+    "fields",
+}
 OPS = ("gte", "gt", "lte", "lt", "equals")
 
 Getter = Callable[[Any], Any]
@@ -35,6 +45,7 @@ def _done_at(key: str) -> Getter:
     def get(c: dict[str, Any]) -> Any:
         block = c[key]
         return None if block is None else block["at"]
+
     return get
 
 
@@ -65,8 +76,7 @@ def build_fields(store: Store) -> dict[str, dict[str, tuple[str, Getter]]]:
             "conversation_direction": ("str", lambda c: c["direction"]),
             "conversation_name": ("str", lambda c: c["name"]),
             "conversation_channels": ("list", lambda c: c["channels"]),
-            "conversation_assigned_users": ("list",
-                                            lambda c: [user_id(u) for u in c["assigned"]]),
+            "conversation_assigned_users": ("list", lambda c: [user_id(u) for u in c["assigned"]]),
         },
         "customer": {
             "customer_created_at": ("dt", lambda c: c["created"]),
@@ -107,7 +117,7 @@ def _custom_field(context: str, name: str) -> tuple[str, Getter] | None:
     prefix = f"{context}_custom_"
     if context not in ("conversation", "customer") or not name.startswith(prefix):
         return None
-    attr = name[len(prefix):]
+    attr = name[len(prefix) :]
     if not attr:
         return None
     kind = next((t for suffix, t in _SUFFIX_TYPES if attr.endswith(suffix)), "str")
@@ -127,8 +137,13 @@ def _custom_field(context: str, name: str) -> tuple[str, Getter] | None:
 class Query:
     """A validated search body, compiled to a predicate and a sort."""
 
-    def __init__(self, store: Store, body: Any, fields: dict[str, dict[str, tuple[str, Getter]]],
-                 strict: bool = True) -> None:
+    def __init__(
+        self,
+        store: Store,
+        body: Any,
+        fields: dict[str, dict[str, tuple[str, Getter]]],
+        strict: bool = True,
+    ) -> None:
         if not isinstance(body, dict):
             raise SearchError("request body must be a JSON object")
         if strict:
@@ -299,7 +314,7 @@ class Query:
         for item in items:
             if not isinstance(item, dict) or len(item) != 1:
                 continue
-            (name, spec), = item.items()
+            ((name, spec),) = item.items()
             if name in ("and", "or", "not") or not isinstance(spec, dict) or not spec:
                 continue
             kind, get = self._field(name)
@@ -351,9 +366,11 @@ def _sort_getter(kind: str, get: Getter) -> Getter:
     if kind == "list":
         return lambda r: (get(r) or [None])[0]
     if kind == "num":
+
         def num(r: Any) -> float | None:
             value = get(r)
             return float(value) if isinstance(value, (int, float)) else None
+
         return num
     return get
 

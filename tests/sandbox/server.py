@@ -45,8 +45,16 @@ class ApiError(Exception):
 
     def body(self) -> dict[str, Any]:
         """The ``{"errors": [...]}`` envelope."""
-        return {"errors": [{"status": self.status, "code": self.code, "title": self.title,
-                            "detail": self.detail}]}
+        return {
+            "errors": [
+                {
+                    "status": self.status,
+                    "code": self.code,
+                    "title": self.title,
+                    "detail": self.detail,
+                }
+            ]
+        }
 
 
 @dataclass
@@ -142,8 +150,9 @@ def _page_params(query: dict[str, str], default: int, maximum: int) -> tuple[int
         page = int(query.get("page", "1"))
         size = int(query.get("pageSize", str(default)))
     except ValueError as exc:
-        raise ApiError(400, "invalid_parameter", "Bad Request",
-                       "page and pageSize must be integers") from exc
+        raise ApiError(
+            400, "invalid_parameter", "Bad Request", "page and pageSize must be integers"
+        ) from exc
     if page < 1:
         raise ApiError(400, "invalid_parameter", "Bad Request", "page must be >= 1")
     return page, min(max(size, 1), maximum)
@@ -154,11 +163,18 @@ def _link(path: str, query: dict[str, str], page: int, size: int) -> str:
     return f"{path}?{urlencode({'page': page, 'pageSize': size, **extra})}"
 
 
-def paged(path: str, query: dict[str, str], items: list[Any], page: int, size: int,
-          render: Callable[[Any], dict[str, Any]], with_total: bool) -> dict[str, Any]:
+def paged(
+    path: str,
+    query: dict[str, str],
+    items: list[Any],
+    page: int,
+    size: int,
+    render: Callable[[Any], dict[str, Any]],
+    with_total: bool,
+) -> dict[str, Any]:
     """A list envelope with relative links; ``with_total`` adds total/totalPages/last."""
     start = (page - 1) * size
-    chunk = items[start:start + size]
+    chunk = items[start : start + size]
     has_next = start + size < len(items)
     meta: dict[str, Any] = {"pageSize": size, "page": page}
     links: dict[str, Any] = {
@@ -234,8 +250,15 @@ class Api:
         parts = urlsplit(raw_path)
         path = parts.path.rstrip("/") or "/"
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        route = next(((t, r, n, m) for m2, p, t, r, n in ROUTES
-                      for m in [p.match(path)] if m and m2 == method), None)
+        route = next(
+            (
+                (t, r, n, m)
+                for m2, p, t, r, n in ROUTES
+                for m in [p.match(path)]
+                if m and m2 == method
+            ),
+            None,
+        )
         template = route[0] if route else "UNMATCHED"
         is_search = template == "/v1/customers/search"
         label = f"{method} {template}"
@@ -245,9 +268,12 @@ class Api:
             rl_headers = self._rate_limit(is_search)
             fault = self._pick_fault(template)
             if fault in ("500", "503"):
-                raise ApiError(int(fault), "server_error",
-                               "Internal Server Error" if fault == "500" else
-                               "Service Unavailable", "injected fault")
+                raise ApiError(
+                    int(fault),
+                    "server_error",
+                    "Internal Server Error" if fault == "500" else "Service Unavailable",
+                    "injected fault",
+                )
             if fault == "502_html":
                 resp = Response(502, HTML_502, "text/html")
                 resp.headers.update(rl_headers)
@@ -281,8 +307,9 @@ class Api:
                 self.stats.rate_limited += 1
             if fault:
                 self.stats.faults[fault] += 1
-            self.stats.log.append({"route": label, "status": resp.status, "fault": fault,
-                                   "at": time.time()})
+            self.stats.log.append(
+                {"route": label, "status": resp.status, "fault": fault, "at": time.time()}
+            )
         return resp
 
     # -- auth, roles, limits, faults -------------------------------------------------
@@ -306,9 +333,12 @@ class Api:
 
         need = " or ".join(RESOURCE_ROLES[role])
         status = spec.denial_status
-        raise ApiError(status, "forbidden" if status == 403 else "unauthorized",
-                       "Forbidden" if status == 403 else "Unauthorized",
-                       f"missing role: {need}")
+        raise ApiError(
+            status,
+            "forbidden" if status == 403 else "unauthorized",
+            "Forbidden" if status == 403 else "Unauthorized",
+            f"missing role: {need}",
+        )
 
     def _rate_headers(self, window: FixedWindow, limit: int, now: float) -> dict[str, str]:
         remaining, until = window.state(now, limit)
@@ -316,8 +346,11 @@ class Api:
             reset = str(math.ceil(until))
         else:
             reset = str(math.ceil(time.time() + until))
-        return {"x-ratelimit-limit": str(limit), "x-ratelimit-remaining": str(remaining),
-                "x-ratelimit-reset": reset}
+        return {
+            "x-ratelimit-limit": str(limit),
+            "x-ratelimit-remaining": str(remaining),
+            "x-ratelimit-reset": reset,
+        }
 
     def _peek_headers(self, is_search: bool) -> dict[str, str]:
         """Budget headers for a request that was not counted (e.g. a bad key)."""
@@ -390,8 +423,9 @@ class Api:
         return lambda rec: self.store.render(kind, rec)
 
     # -- search ----------------------------------------------------------------------
-    def api_search(self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes,
-                   path: str) -> dict[str, Any]:
+    def api_search(
+        self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str
+    ) -> dict[str, Any]:
         """POST /v1/customers/search."""
         opts = self.sb.options
         try:
@@ -402,11 +436,11 @@ class Api:
             q = Query(self.store, parsed, self.fields, strict=opts.search_strict_body)
         except SearchError as exc:
             raise ApiError(400, "bad_request", "Bad Request", str(exc)) from exc
-        if q.context in ("conversation", "customer", "message", "note") and \
-                not spec.allows(q.context):
+        if q.context in ("conversation", "customer", "message", "note") and not spec.allows(
+            q.context
+        ):
             self._deny(spec, q.context)
-        page, size = _page_params(query, opts.search_default_page_size,
-                                  opts.search_max_page_size)
+        page, size = _page_params(query, opts.search_default_page_size, opts.search_max_page_size)
         if q.fields is None:
             hits: list[Any] = []
         else:
@@ -422,16 +456,18 @@ class Api:
         total_pages = math.ceil(total / size)
         start = (page - 1) * size
         cap = opts.search_result_cap
-        if start >= cap and start < max(total, 1) + size:
+        if start >= cap:
             if opts.cap_behavior != "empty":
-                raise ApiError(400, "search_result_window", "Result window is too large",
-                               f"only the first {cap} results of a search can be paged "
-                               f"(requested from #{start})")
+                raise ApiError(
+                    400,
+                    "search_result_window",
+                    "Result window is too large",
+                    f"only the first {cap} results of a search can be paged "
+                    f"(requested from #{start})",
+                )
             chunk: list[Any] = []
-        elif start >= cap:
-            chunk = []
         else:
-            chunk = hits[start:min(start + size, cap)]
+            chunk = hits[start : min(start + size, cap)]
         search_path = "/v1/customers/search"
         links = {
             "self": _link(search_path, query, page, size),
@@ -440,10 +476,19 @@ class Api:
             "next": _link(search_path, query, page + 1, size) if page < total_pages else None,
             "last": _link(search_path, query, max(total_pages, 1), size),
         }
-        meta = {"pageSize": size, "page": page, "total": total, "totalPages": total_pages,
-                "aggregations": {}, "timed_out": False}
-        return {"meta": meta, "data": [self.store.render(q.context, r) for r in chunk],
-                "links": links}
+        meta = {
+            "pageSize": size,
+            "page": page,
+            "total": total,
+            "totalPages": total_pages,
+            "aggregations": {},
+            "timed_out": False,
+        }
+        return {
+            "meta": meta,
+            "data": [self.store.render(q.context, r) for r in chunk],
+            "links": links,
+        }
 
     def _index_fn(self, context: str, records: list[Any]) -> Any:
         """Sorted (value, id) index per datetime field, rebuilt when data changes."""
@@ -463,97 +508,117 @@ class Api:
         return index
 
     # -- identity ----------------------------------------------------------------------
-    def api_token(self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes,
-                  path: str) -> dict[str, Any]:
+    def api_token(
+        self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str
+    ) -> dict[str, Any]:
         """GET /v1/auth/tokens/current: roles, org and expiry; never the key."""
         user = self.store.users[0]
         token_id = f"{abs(hash(spec.name)) & 0xFFFFFFFFFFFF:012x}{self.store.salt:06x}a0a0a0"
-        return {"data": {
-            "type": "token",
-            "id": token_id[:24],
-            "attributes": {
-                "name": spec.name,
-                "roles": spec.role_list(),
-                "expiresAt": None,
-                "createdAt": user["attributes"]["createdAt"],
-            },
-            "relationships": {
-                "org": {"data": {"type": "org", "id": self.store.org_id}},
-                "user": {"data": {"type": "user", "id": user["id"]}},
-            },
-        }}
+        return {
+            "data": {
+                "type": "token",
+                "id": token_id[:24],
+                "attributes": {
+                    "name": spec.name,
+                    "roles": spec.role_list(),
+                    "expiresAt": None,
+                    "createdAt": user["attributes"]["createdAt"],
+                },
+                "relationships": {
+                    "org": {"data": {"type": "org", "id": self.store.org_id}},
+                    "user": {"data": {"type": "user", "id": user["id"]}},
+                },
+            }
+        }
 
-    def api_current_user(self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes,
-                         path: str) -> dict[str, Any]:
+    def api_current_user(
+        self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str
+    ) -> dict[str, Any]:
         """GET /v1/users/current: the machine user behind the key."""
         return {"data": self.store.users[0]}
 
     # -- conversations ---------------------------------------------------------------------
-    def api_list_conversations(self, spec: KeySpec, match: Any, query: dict[str, str],
-                               body: bytes, path: str) -> dict[str, Any]:
+    def api_list_conversations(
+        self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str
+    ) -> dict[str, Any]:
         """GET /v1/conversations (ordered by id; sort=desc reverses)."""
         page, size = self._list_params(query)
-        items = sorted(self.store.conversations, key=lambda c: c["id"],
-                       reverse=query.get("sort") == "desc")
+        items = sorted(
+            self.store.conversations, key=lambda c: c["id"], reverse=query.get("sort") == "desc"
+        )
         return paged(path, query, items, page, size, self._render("conversation"), False)
 
-    def api_get_conversations(self, spec: KeySpec, match: Any, query: dict[str, str],
-                              body: bytes, path: str) -> dict[str, Any]:
+    def api_get_conversations(
+        self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str
+    ) -> dict[str, Any]:
         """GET /v1/conversations/{id} or {id1},{id2} (list form returns a list)."""
         ids = [i for i in match.group(1).split(",") if i]
         if not ids:
             raise ApiError(400, "bad_request", "Bad Request", "no id")
         if len(ids) > self.sb.options.multi_get_max_ids:
-            raise ApiError(400, "bad_request", "Bad Request",
-                           f"at most {self.sb.options.multi_get_max_ids} ids")
+            raise ApiError(
+                400,
+                "bad_request",
+                "Bad Request",
+                f"at most {self.sb.options.multi_get_max_ids} ids",
+            )
         recs = [self.store.render("conversation", self._one("conversation", i)) for i in ids]
         if "," in match.group(1):
             return {"data": recs}
         return {"data": recs[0]}
 
-    def api_conversation_messages(self, spec: KeySpec, match: Any, query: dict[str, str],
-                                  body: bytes, path: str) -> dict[str, Any]:
+    def api_conversation_messages(
+        self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str
+    ) -> dict[str, Any]:
         """GET /v1/conversations/{id}/messages, createdAt ascending."""
         conv = self._one("conversation", match.group(1))
         page, size = self._list_params(query)
-        items = sorted((self.store.messages[i] for i in conv["msgs"]),
-                       key=lambda m: (m.created, m.id))
+        items = sorted(
+            (self.store.messages[i] for i in conv["msgs"]), key=lambda m: (m.created, m.id)
+        )
         return paged(path, query, items, page, size, self._render("message"), False)
 
-    def api_conversation_notes(self, spec: KeySpec, match: Any, query: dict[str, str],
-                               body: bytes, path: str) -> dict[str, Any]:
+    def api_conversation_notes(
+        self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str
+    ) -> dict[str, Any]:
         """GET /v1/conversations/{id}/notes, createdAt ascending."""
         conv = self._one("conversation", match.group(1))
         page, size = self._list_params(query)
-        items = sorted((self.store.notes[i] for i in conv["notes"]),
-                       key=lambda n: (n.created, n.id))
+        items = sorted(
+            (self.store.notes[i] for i in conv["notes"]), key=lambda n: (n.created, n.id)
+        )
         return paged(path, query, items, page, size, self._render("note"), False)
 
     # -- customers --------------------------------------------------------------------
-    def api_list_customers(self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes,
-                           path: str) -> dict[str, Any]:
+    def api_list_customers(
+        self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str
+    ) -> dict[str, Any]:
         """GET /v1/customers (with total/totalPages and links.last)."""
         page, size = self._list_params(query)
         items = sorted(self.store.customers, key=lambda c: c["id"])
         return paged(path, query, items, page, size, self._render("customer"), True)
 
-    def api_get_customer(self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes,
-                         path: str) -> dict[str, Any]:
+    def api_get_customer(
+        self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str
+    ) -> dict[str, Any]:
         """GET /v1/customers/{id}."""
         return {"data": self.store.render("customer", self._one("customer", match.group(1)))}
 
-    def api_customer_conversations(self, spec: KeySpec, match: Any, query: dict[str, str],
-                                   body: bytes, path: str) -> dict[str, Any]:
+    def api_customer_conversations(
+        self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str
+    ) -> dict[str, Any]:
         """GET /v1/customers/{id}/conversations."""
         cust = self._one("customer", match.group(1))
         page, size = self._list_params(query)
-        items = sorted((c for c in self.store.conversations if c["cust"] == cust["idx"]),
-                       key=lambda c: c["id"])
+        items = sorted(
+            (c for c in self.store.conversations if c["cust"] == cust["idx"]), key=lambda c: c["id"]
+        )
         return paged(path, query, items, page, size, self._render("conversation"), False)
 
     # -- messages and notes ---------------------------------------------------------------
-    def api_list_messages(self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes,
-                          path: str) -> dict[str, Any]:
+    def api_list_messages(
+        self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str
+    ) -> dict[str, Any]:
         """GET /v1/messages (by id; sort=desc reverses)."""
         page, size = self._list_params(query)
         items = self.store.messages
@@ -561,13 +626,15 @@ class Api:
             items = list(reversed(items))
         return paged(path, query, items, page, size, self._render("message"), False)
 
-    def api_get_message(self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes,
-                        path: str) -> dict[str, Any]:
+    def api_get_message(
+        self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str
+    ) -> dict[str, Any]:
         """GET /v1/messages/{id}."""
         return {"data": self.store.render("message", self._one("message", match.group(1)))}
 
-    def api_list_notes(self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes,
-                       path: str) -> dict[str, Any]:
+    def api_list_notes(
+        self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str
+    ) -> dict[str, Any]:
         """GET /v1/notes."""
         page, size = self._list_params(query)
         items = self.store.notes
@@ -575,14 +642,16 @@ class Api:
             items = list(reversed(items))
         return paged(path, query, items, page, size, self._render("note"), False)
 
-    def api_get_note(self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes,
-                     path: str) -> dict[str, Any]:
+    def api_get_note(
+        self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str
+    ) -> dict[str, Any]:
         """GET /v1/notes/{id}."""
         return {"data": self.store.render("note", self._one("note", match.group(1)))}
 
     # -- small lists -----------------------------------------------------------------------
-    def api_list_tags(self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes,
-                      path: str) -> dict[str, Any]:
+    def api_list_tags(
+        self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str
+    ) -> dict[str, Any]:
         """GET /v1/tags; ``deleted=false`` hides deleted tags."""
         page, size = self._list_params(query)
         flag = query.get("deleted")
@@ -594,59 +663,78 @@ class Api:
             items = [t for t in items if t["attributes"]["deleted"]]
         return paged(path, query, items, page, size, lambda t: t, False)
 
-    def api_get_tag(self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes,
-                    path: str) -> dict[str, Any]:
+    def api_get_tag(
+        self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str
+    ) -> dict[str, Any]:
         """GET /v1/tags/{id}."""
         return {"data": self._one("tag", match.group(1))}
 
-    def api_list_users(self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes,
-                       path: str) -> dict[str, Any]:
+    def api_list_users(
+        self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str
+    ) -> dict[str, Any]:
         """GET /v1/users (page size up to 500)."""
         page, size = self._list_params(query, 500)
         return paged(path, query, self.store.users, page, size, lambda u: u, False)
 
-    def api_get_user(self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes,
-                     path: str) -> dict[str, Any]:
+    def api_get_user(
+        self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str
+    ) -> dict[str, Any]:
         """GET /v1/users/{id}."""
         return {"data": self._one("user", match.group(1))}
 
-    def api_list_teams(self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes,
-                       path: str) -> dict[str, Any]:
+    def api_list_teams(
+        self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str
+    ) -> dict[str, Any]:
         """GET /v1/teams (page size up to 500)."""
         page, size = self._list_params(query, 500)
         return paged(path, query, self.store.teams, page, size, lambda t: t, False)
 
-    def api_list_shortcuts(self, spec: KeySpec, match: Any, query: dict[str, str],
-                           body: bytes, path: str) -> dict[str, Any]:
+    def api_list_shortcuts(
+        self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str
+    ) -> dict[str, Any]:
         """GET /v1/shortcuts."""
         page, size = self._list_params(query)
         return paged(path, query, self.store.shortcuts, page, size, lambda s: s, False)
 
-    def api_metadata(self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes,
-                     path: str) -> dict[str, Any]:
+    def api_metadata(
+        self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str
+    ) -> dict[str, Any]:
         """GET /v1/metadata/{conversation|customer|message}: custom attribute definitions."""
         resource = match.group(1)
-        defs = {"conversation": CONVERSATION_CUSTOM, "customer": CUSTOMER_CUSTOM,
-                "message": MESSAGE_CUSTOM}.get(resource)
+        defs = {
+            "conversation": CONVERSATION_CUSTOM,
+            "customer": CUSTOMER_CUSTOM,
+            "message": MESSAGE_CUSTOM,
+        }.get(resource)
         if defs is None:
             raise ApiError(404, "not_found", "Not Found", f"no metadata for {resource}")
         stamp = self.store.users[0]["attributes"]["createdAt"]
         props: dict[str, Any] = {}
         for name, (type_, display) in defs.items():
-            prop: dict[str, Any] = {"type": type_, "displayName": display,
-                                    "updatedAt": stamp, "modifiedAt": stamp,
-                                    "modifiedBy": self.store.users[0]["id"]}
+            prop: dict[str, Any] = {
+                "type": type_,
+                "displayName": display,
+                "updatedAt": stamp,
+                "modifiedAt": stamp,
+                "modifiedBy": self.store.users[0]["id"],
+            }
             if name.endswith("Tree"):
                 prop["tree"] = {"children": []}
             props[name] = prop
-        return {"data": {
-            "type": "metadata",
-            "id": resource,
-            "attributes": {"properties": props},
-            "relationships": {"org": {"links": {"self": f"/v1/orgs/{self.store.org_id}"},
-                                      "data": {"type": "org", "id": self.store.org_id}}},
-            "links": {"self": f"/v1/metadata/{resource}"},
-        }}
+        return {
+            "data": {
+                "type": "metadata",
+                "id": resource,
+                "attributes": {"properties": props},
+                "relationships": {
+                    "org": {
+                        "links": {"self": f"/v1/orgs/{self.store.org_id}"},
+                        "data": {"type": "org", "id": self.store.org_id},
+                    }
+                },
+                "links": {"self": f"/v1/metadata/{resource}"},
+            }
+        }
 
 
 def _rid(rec: Any) -> str:
@@ -655,8 +743,12 @@ def _rid(rec: Any) -> str:
 
 class _RateLimitedError(ApiError):
     def __init__(self, headers: dict[str, str], budget: str) -> None:
-        super().__init__(429, "rate_limit_exceeded", "Too Many Requests",
-                         f"{budget} rate limit exceeded; retry after the window resets")
+        super().__init__(
+            429,
+            "rate_limit_exceeded",
+            "Too Many Requests",
+            f"{budget} rate limit exceeded; retry after the window resets",
+        )
         self.headers = headers
 
 
@@ -664,11 +756,15 @@ class Handler(BaseHTTPRequestHandler):
     """Socket side: reads the request, applies latency and transport faults."""
 
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; without this, Nagle plus delayed ACK
+    # adds ~40 ms to every keep-alive response.
+    disable_nagle_algorithm = True
     server_version = "KustomerSandbox/1.0"
 
     def version_string(self) -> str:
         """Server header without the Python version."""
         return self.server_version
+
     sandbox: Sandbox  # set on the subclass made per server
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -712,8 +808,9 @@ class Handler(BaseHTTPRequestHandler):
             except _RateLimitedError as err:  # pragma: no cover - handled inside
                 resp = Response(429, json.dumps(err.body()).encode(), headers=err.headers)
             opts = sb.options
-            delay = opts.latency_ms + (random.random() * opts.latency_jitter_ms
-                                       if opts.latency_jitter_ms else 0)
+            delay = opts.latency_ms + (
+                random.random() * opts.latency_jitter_ms if opts.latency_jitter_ms else 0
+            )
             if delay > 0:
                 time.sleep(delay / 1000.0)
         self._write(resp)
@@ -733,8 +830,9 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
             try:
-                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                           struct.pack("ii", 1, 0))
+                self.connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
                 self.connection.close()
             except OSError:
                 pass

@@ -305,8 +305,12 @@ class Store:
             return conv
 
     def add_note(
-        self, conversation_id: str, body: str | None = None, at: int | None = None,
-        user: int = 0, mentions: list[int] | None = None,
+        self,
+        conversation_id: str,
+        body: str | None = None,
+        at: int | None = None,
+        user: int = 0,
+        mentions: list[int] | None = None,
     ) -> Note:
         """Add an internal note (noteCount+1, conversation updatedAt bumped)."""
         with self.lock:
@@ -314,8 +318,15 @@ class Store:
             at = self._now(at)
             idx = len(self.notes)
             note = Note(
-                idx, make_id("note", idx, at, self.salt), conv["idx"], conv["cust"], at, at,
-                user, list(mentions or []), self.rng.randrange(1 << 30),
+                idx,
+                make_id("note", idx, at, self.salt),
+                conv["idx"],
+                conv["cust"],
+                at,
+                at,
+                user,
+                list(mentions or []),
+                self.rng.randrange(1 << 30),
                 body if body is not None else f"Note {idx} 📝",
             )
             self._track("note", idx, new=True)
@@ -356,8 +367,9 @@ class Store:
             self._changed("customer", idx, at)
             return rec
 
-    def update_customer(self, customer_id: str, at: int | None = None,
-                        **attrs: Any) -> dict[str, Any]:
+    def update_customer(
+        self, customer_id: str, at: int | None = None, **attrs: Any
+    ) -> dict[str, Any]:
         """Change customer attributes; updatedAt and modifiedAt = now."""
         with self.lock:
             rec = self._require("customer", customer_id)
@@ -392,13 +404,27 @@ class Store:
             self._track("conversation", idx, new=True)
             r = random.Random(self.rng.randrange(1 << 62))
             conv = self.generator.new_conversation(
-                r, cust, at, messages, at, "open", updated=at, msg_created_at=at,
+                r,
+                cust,
+                at,
+                messages,
+                at,
+                "open",
+                updated=at,
+                msg_created_at=at,
             )
             # a brand-new conversation has no history and no notes yet
             del self.notes[first_note:]
             conv["notes"] = []
-            conv.update(lastDone=None, firstDone=None, doneCount=0, reopenCount=0,
-                        modified=at, snooze=None, rev=1)
+            conv.update(
+                lastDone=None,
+                firstDone=None,
+                doneCount=0,
+                reopenCount=0,
+                modified=at,
+                snooze=None,
+                rev=1,
+            )
             for i in range(first_msg, len(self.messages)):
                 self._track("message", i, new=True)
                 self._changed("message", i, at)
@@ -437,13 +463,31 @@ class Store:
         n_events = max(1, int(per_hour * hours))
         stamps = sorted(start + 1 + r.randrange(span) for _ in range(n_events))
         summary: dict[str, list[str]] = {
-            "replied": [], "reopened_by_reply": [], "resolved": [], "re_resolved": [],
-            "tagged": [], "custom_changed": [], "notes": [], "messages": [],
-            "new_conversations": [], "new_customers": [], "updated_customers": [],
+            "replied": [],
+            "reopened_by_reply": [],
+            "resolved": [],
+            "re_resolved": [],
+            "tagged": [],
+            "custom_changed": [],
+            "notes": [],
+            "messages": [],
+            "new_conversations": [],
+            "new_customers": [],
+            "updated_customers": [],
         }
         reopened: list[str] = []
-        kinds = ["reply_done", "reply_open", "resolve_open", "re_resolve", "tag", "custom",
-                 "note", "new_conv", "new_cust", "upd_cust"]
+        kinds = [
+            "reply_done",
+            "reply_open",
+            "resolve_open",
+            "re_resolve",
+            "tag",
+            "custom",
+            "note",
+            "new_conv",
+            "new_cust",
+            "upd_cust",
+        ]
         weights = [18, 12, 20, 10, 10, 5, 6, 8, 5, 6]
         with self.lock:
             for at in stamps:
@@ -469,8 +513,12 @@ class Store:
                 elif kind == "re_resolve" and reopened:
                     cid = reopened.pop(r.randrange(len(reopened)))
                     if self.get("conversation", cid)["status"] != "done":
-                        msg = self.reply(cid, direction="out", at=at,
-                                         body="Glad we could help — closing this now.")
+                        msg = self.reply(
+                            cid,
+                            direction="out",
+                            at=at,
+                            body="Glad we could help — closing this now.",
+                        )
                         summary["messages"].append(msg.id)
                         self.resolve(cid, at=at + 1, user=r.randrange(len(self.users)))
                         summary["re_resolved"].append(cid)
@@ -482,8 +530,11 @@ class Store:
                     summary["tagged"].append(conv["id"])
                 elif kind == "custom":
                     conv = r.choice(self.conversations)
-                    self.set_custom(conv["id"], {"escalatedBool": True,
-                                                 "refundAmountNum": r.randrange(5, 200)}, at=at)
+                    self.set_custom(
+                        conv["id"],
+                        {"escalatedBool": True, "refundAmountNum": r.randrange(5, 200)},
+                        at=at,
+                    )
                     summary["custom_changed"].append(conv["id"])
                 elif kind == "note":
                     conv = r.choice(self.conversations)
@@ -497,8 +548,9 @@ class Store:
                     summary["new_customers"].append(cust["id"])
                 elif kind == "upd_cust":
                     cust = r.choice(self.customers)
-                    self.update_customer(cust["id"], at=at,
-                                         custom={"tierStr": r.choice(["gold", "silver"])})
+                    self.update_customer(
+                        cust["id"], at=at, custom={"tierStr": r.choice(["gold", "silver"])}
+                    )
                     summary["updated_customers"].append(cust["id"])
         self.clock.advance_to(start + span)
         out: dict[str, Any] = {k: list(dict.fromkeys(v)) for k, v in summary.items()}
