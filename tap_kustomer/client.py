@@ -20,6 +20,7 @@ from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from singer_sdk.streams import RESTStream
 
 from tap_kustomer.budget import RequestBudget
+from tap_kustomer.custom_attributes import custom_types_from_metadata
 from tap_kustomer.errors import (
     ROLE_BY_RESOURCE,
     ApiUnavailableError,
@@ -153,6 +154,8 @@ class KustomerStream(RESTStream[t.Any]):
     resource = "conversation"
     #: Set by the tap when ``skip_unauthorized_streams`` is on.
     skip_when_forbidden = False
+    #: ``GET /v1/metadata/{this}`` describes the stream's custom attributes.
+    metadata_resource: str | None = None
 
     @property
     def url_base(self) -> str:
@@ -341,6 +344,35 @@ class KustomerStream(RESTStream[t.Any]):
         if response.status_code in {HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN}:
             return "expired" if "expired" in error_title(response).lower() else "invalid"
         return "valid"
+
+    def custom_attribute_types(self) -> dict[str, dict[str, t.Any]]:
+        """Typed schemas of the org's custom attributes; {} if they cannot be read.
+
+        One attempt, no retries: discovery must not stall on an unreachable host, and
+        undescribed custom attributes still pass through untyped.
+        """
+        if not self.metadata_resource or not self.config.get("api_key"):
+            return {}
+        try:
+            url = f"{self.url_base}{API_PREFIX}/metadata/{self.metadata_resource}"
+            prepared = self.build_prepared_request(method="GET", url=url, headers=self.http_headers)
+            response = self.requests_session.send(
+                self.authenticator(prepared), timeout=min(self.timeout, 30)
+            )
+            body = response.json() if response.ok else None
+        except (requests.RequestException, ValueError, ConfigurationError) as exc:
+            self.logger.warning(
+                "Custom %s attributes stay untyped: their definitions could not be read (%s)",
+                self.metadata_resource, type(exc).__name__,
+            )
+            return {}
+        if not isinstance(body, dict):
+            self.logger.warning(
+                "Custom %s attributes stay untyped: metadata answered HTTP %s",
+                self.metadata_resource, response.status_code,
+            )
+            return {}
+        return custom_types_from_metadata(body)
 
     # Direct requests, for the search walk and the thread planner.
 

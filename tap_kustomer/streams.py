@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import typing as t
 from datetime import datetime, timedelta, timezone
 from urllib.parse import ParseResult, parse_qsl
@@ -20,6 +21,26 @@ if t.TYPE_CHECKING:
     from singer_sdk.streams.rest import HTTPRequest, PageContext
 
 SCHEMAS = SchemaDirectory(schemas)
+
+class CustomAttributeSchema(StreamSchema):
+    """The stream's schema file plus the org's custom attributes, typed by suffix.
+
+    Custom attributes not described (or added later) still pass through, because
+    ``attributes.custom`` allows additional properties; described ones become typed
+    columns when a target flattens records.
+    """
+
+    def get_stream_schema(self, stream: t.Any, stream_class: t.Any) -> dict[str, t.Any]:
+        """Read the definitions once per stream instance."""
+        cached = stream.__dict__.get("_schema_with_custom_attributes")
+        if cached is not None:
+            return t.cast("dict[str, t.Any]", cached)
+        schema = copy.deepcopy(super().get_stream_schema(stream, stream_class))
+        custom = _path(schema, "properties", "attributes", "properties", "custom")
+        if isinstance(custom, dict):
+            custom.setdefault("properties", {}).update(stream.custom_attribute_types())
+        stream.__dict__["_schema_with_custom_attributes"] = schema
+        return t.cast("dict[str, t.Any]", schema)
 
 
 def _path(record: dict[str, t.Any], *parts: str) -> t.Any:
@@ -46,6 +67,8 @@ class SearchedStream(KustomerStream):
     """A stream read through search, walked in ascending order of its replication key."""
 
     is_sorted = True
+    path = "/v1/customers/search"
+    http_method = "POST"
     query_context: t.ClassVar[str]
 
     def walk_keys(self) -> list[WalkKey]:
@@ -101,7 +124,10 @@ class ConversationsStream(SearchedStream):
     primary_keys = ("id",)
     query_context = "conversation"
     resource = "conversation"
-    schema = StreamSchema(SCHEMAS)
+    metadata_resource = "conversation"
+    schema = CustomAttributeSchema(SCHEMAS)
+    # Each conversation carries its thread, so a STATE every 100 is every ~1,000 records.
+    STATE_MSG_FREQUENCY = 100
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         """Choose the replication key from the settings."""
@@ -203,6 +229,7 @@ class ThreadStream(KustomerStream):
 
     parent_stream_type = ConversationsStream
     primary_keys = ("id",)
+    path = "/v1/conversations/{conversation_id}/thread"
     state_partitioning_keys: t.ClassVar[list[str]] = []
     _started = False
 
@@ -255,8 +282,10 @@ class MessagesStream(ThreadStream):
     """Every message of each emitted conversation."""
 
     name = "messages"
+    path = "/v1/conversations/{conversation_id}/messages"
     resource = "message"
-    schema = StreamSchema(SCHEMAS)
+    metadata_resource = "message"
+    schema = CustomAttributeSchema(SCHEMAS)
 
     def post_process(
         self, row: dict[str, t.Any], context: Context | None = None
@@ -274,6 +303,7 @@ class NotesStream(ThreadStream):
     """Every note of each emitted conversation."""
 
     name = "notes"
+    path = "/v1/conversations/{conversation_id}/notes"
     resource = "note"
     schema = StreamSchema(SCHEMAS)
 
@@ -286,7 +316,9 @@ class CustomersStream(SearchedStream):
     replication_key = "updated_at"
     query_context = "customer"
     resource = "customer"
-    schema = StreamSchema(SCHEMAS)
+    metadata_resource = "customer"
+    schema = CustomAttributeSchema(SCHEMAS)
+    STATE_MSG_FREQUENCY = 1000
 
     def walk_keys(self) -> list[WalkKey]:
         """Update time, then creation time."""

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import typing as t
+from functools import cached_property
 
 from singer_sdk import Tap
 from singer_sdk import typing as th
@@ -193,8 +194,12 @@ class TapKustomer(Tap):
         super().__init__(*args, **kwargs)
         install_redactor([str(self.config.get("api_key") or "")])
         check_config(self.config)
+
+    @cached_property
+    def budget(self) -> RequestBudget:
+        """The request budget every stream of this run draws from."""
         share = float(self.config.get("rate_limit_share_percent") or 80) / 100.0
-        self.budget = RequestBudget(
+        return RequestBudget(
             share=share,
             max_requests_per_minute=self.config.get("max_requests_per_minute"),
             max_search_requests_per_minute=self.config.get("max_search_requests_per_minute"),
