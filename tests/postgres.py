@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import platform
+import signal
 import socket
 import stat
 import subprocess
@@ -182,8 +183,18 @@ class LocalPostgres:
 
     def stop(self) -> None:
         """Stop the server (fast shutdown); the data directory is kept."""
-        if self.is_running():
+        if not self.is_running():
+            return
+        try:
             self._run("pg_ctl", "-w", "-m", "fast", "stop", timeout=60)
+        except (RuntimeError, subprocess.TimeoutExpired):
+            # pg_ctl could not read the directory (e.g. its permissions changed meanwhile):
+            # SIGINT asks the postmaster for the same fast shutdown.
+            pid = int((self.data_dir / "postmaster.pid").read_text().split()[0])
+            os.kill(pid, signal.SIGINT)
+            deadline = time.monotonic() + 30
+            while self.is_running() and time.monotonic() < deadline:
+                time.sleep(0.1)
 
     def __enter__(self) -> LocalPostgres:
         return self.start()
