@@ -62,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="repeatable; KIND is resolve|import|customers; bare SIZE = resolve",
     )
     parser.add_argument(
+        "--fault-rate",
+        type=float,
+        default=None,
+        help="shorthand: total fault probability, split evenly over the four fault kinds "
+        "(5xx, 502 html, reset, truncated)",
+    )
+    parser.add_argument(
         "--fault-route",
         action="append",
         default=None,
@@ -94,6 +101,10 @@ def options_from_args(args: argparse.Namespace) -> SandboxOptions:
         opts.now = args.now
     opts.tie_clusters = list(args.tie_cluster)
     opts.fault_routes = args.fault_route
+    if args.fault_rate is not None:
+        share = args.fault_rate / 4
+        opts.fault_5xx_rate = opts.fault_502_html_rate = share
+        opts.fault_reset_rate = opts.fault_truncated_rate = share
     for key in args.expired_key:
         opts.extra_keys[key] = KeySpec.expired_key()
     for spec in args.limited_key:

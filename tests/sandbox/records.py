@@ -204,7 +204,13 @@ def _message_meta(m: Msg, cust_email: str, cust_phone: str) -> dict[str, Any]:
         meta: dict[str, Any] = {
             "from": sender,
             "to": to,
-            "cc": [] if v % 4 else [{"email": "cc-team@sandbox-org.example"}],
+            "cc": []
+            if v % 4
+            else (
+                [{"email": "cc-team@sandbox-org.example"}]
+                if v % 8
+                else {"email": "cc-team@sandbox-org.example"}
+            ),
             "subject": SUBJECTS[v % len(SUBJECTS)],
             "recipient": {"email": support, "mailboxHash": ""},
         }

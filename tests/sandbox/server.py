@@ -8,9 +8,9 @@ import math
 import random
 import re
 import socket
-import struct
 import threading
 import time
+import zlib
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -513,7 +513,8 @@ class Api:
     ) -> dict[str, Any]:
         """GET /v1/auth/tokens/current: roles, org and expiry; never the key."""
         user = self.store.users[0]
-        token_id = f"{abs(hash(spec.name)) & 0xFFFFFFFFFFFF:012x}{self.store.salt:06x}a0a0a0"
+        digest = zlib.crc32(f"{spec.name}|{','.join(spec.role_list())}".encode())
+        token_id = f"{digest:08x}{self.store.salt:06x}0a{0:08x}"
         return {
             "data": {
                 "type": "token",
@@ -826,16 +827,17 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.end_headers()
         if resp.fault == "reset":
+            # Headers and half the body, then the connection is closed: the client
+            # sees an incomplete read (fewer bytes than Content-Length). A graceful
+            # close is used rather than an RST so the client always receives the
+            # headers first, which keeps the fault deterministic.
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()
             self.close_connection = True
-            try:
-                self.connection.setsockopt(
-                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-                )
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
                 self.connection.close()
-            except OSError:
-                pass
             return
         self.wfile.write(body)
 
