@@ -954,3 +954,52 @@ def _check_cli(proc: subprocess.Popen) -> None:
         proc.terminate()
         proc.communicate(timeout=10)
     assert proc.returncode == 0
+
+
+def test_search_time_zone_and_other_contexts(ro):
+    # midnight in New York is 05:00Z in January
+    body = {
+        "and": [{"customer_updated_at": {"gte": "2025-01-15"}}],
+        "queryContext": "customer",
+        "timeZone": "America/New_York",
+    }
+    cut = parse_ts("2025-01-15T05:00:00Z")
+    want = {
+        c["id"]
+        for c in ro.truth(["customers"])["customers"]
+        if parse_ts(c["attributes"]["updatedAt"]) >= cut
+    }
+    assert set(all_ids(ro, body)) == want
+    r = search(ro, {"queryContext": "kobject_shopify_order"})
+    assert r.status_code == 200
+    assert r.json()["meta"]["total"] == 0
+    assert r.json()["links"]["next"] is None
+
+
+def test_search_two_year_window():
+    box = make(months=30, conversations=300)
+    with box:
+        body = {"sort": [{"conversation_updated_at": "asc"}], "queryContext": "conversation"}
+        cutoff = parse_ts(NOW) - 730 * 86_400_000
+        ids = all_ids(box, body)
+        convs = box.truth(["conversations"])["conversations"]
+        old = {c["id"] for c in convs if parse_ts(c["attributes"]["updatedAt"]) < cutoff}
+        assert old
+        assert set(ids) == {c["id"] for c in convs} - old
+        box.options.search_max_age_days = None
+        assert len(all_ids(box, body)) == len(convs)
+        # GET still serves the old records
+        assert get(box, f"/v1/conversations/{next(iter(old))}").status_code == 200
+
+
+def test_request_log(sb):
+    body = {"and": [{"note_updated_at": {"gte": "2024-01-01"}}], "queryContext": "note"}
+    search(sb, body, pageSize=7)
+    get(sb, "/v1/tags", page=2)
+    log = sb.request_log()
+    assert log[0]["route"] == "POST /v1/customers/search"
+    assert log[0]["body"] == body
+    assert log[0]["path"] == "/v1/customers/search?pageSize=7"
+    assert log[1]["path"] == "/v1/tags?page=2"
+    assert log[1]["status"] == 200
+    assert requests.get(sb.base_url + "/__control/log", timeout=5).json()[0]["body"] == body

@@ -176,7 +176,8 @@ class Sandbox:
         self.api.stats.reset()
 
     def request_log(self) -> list[dict[str, Any]]:
-        """The last requests: route, status, fault, real epoch time."""
+        """The last requests: route, status, fault, real epoch time (``at``), path with
+        query string, and for searches the parsed JSON body."""
         with self.api.stats.lock:
             return list(self.api.stats.log)
 

@@ -115,6 +115,9 @@ class SandboxOptions:
     #: reject unknown top-level body keys with 400 (the OAS says
     #: additionalProperties: false)
     search_strict_body: bool = True
+    #: standard search only covers records updated within this many days (the
+    #: OAS says 2 years; older ones need archive search); None = no limit
+    search_max_age_days: float | None = 730.0
 
     # --- list endpoints --------------------------------------------------------
     list_max_page_size: int = 100

@@ -277,7 +277,7 @@ class Api:
             if fault == "502_html":
                 resp = Response(502, HTML_502, "text/html")
                 resp.headers.update(rl_headers)
-                return self._finish(label, resp, fault)
+                return self._finish(label, resp, fault, self._log_extra(raw_path, body, is_search))
             if route is None:
                 raise ApiError(404, "not_found", "Not Found", f"no route for {method} {path}")
             _t, role, name, match = route
@@ -296,9 +296,27 @@ class Api:
             elif not rl_headers:
                 rl_headers = self._peek_headers(is_search)
         resp.headers.update(rl_headers)
-        return self._finish(label, resp, fault if resp.status >= 500 or resp.fault else None)
+        return self._finish(
+            label,
+            resp,
+            fault if resp.status >= 500 or resp.fault else None,
+            self._log_extra(raw_path, body, is_search),
+        )
 
-    def _finish(self, label: str, resp: Response, fault: str | None) -> Response:
+    @staticmethod
+    def _log_extra(raw_path: str, body: bytes, is_search: bool) -> dict[str, Any]:
+        """Path with query, plus the parsed body of searches (for debugging taps)."""
+        extra: dict[str, Any] = {"path": raw_path}
+        if is_search and body and len(body) < 20_000:
+            try:
+                extra["body"] = json.loads(body)
+            except ValueError:
+                extra["body"] = None
+        return extra
+
+    def _finish(
+        self, label: str, resp: Response, fault: str | None, extra: dict[str, Any] | None = None
+    ) -> Response:
         with self.stats.lock:
             self.stats.total += 1
             self.stats.by_route.setdefault(label, Counter())[str(resp.status)] += 1
@@ -307,9 +325,9 @@ class Api:
                 self.stats.rate_limited += 1
             if fault:
                 self.stats.faults[fault] += 1
-            self.stats.log.append(
-                {"route": label, "status": resp.status, "fault": fault, "at": time.time()}
-            )
+            entry = {"route": label, "status": resp.status, "fault": fault, "at": time.time()}
+            entry.update(extra or {})
+            self.stats.log.append(entry)
         return resp
 
     # -- auth, roles, limits, faults -------------------------------------------------
@@ -452,6 +470,7 @@ class Api:
                 hits = q.run(records, None if lagging else self._index_fn(q.context, records))
                 if not lagging:
                     self.cache.put(q.cache_key, self.store.version, hits)
+        hits = self._age_filter(q.context, hits)
         total = len(hits)
         total_pages = math.ceil(total / size)
         start = (page - 1) * size
@@ -489,6 +508,17 @@ class Api:
             "data": [self.store.render(q.context, r) for r in chunk],
             "links": links,
         }
+
+    def _age_filter(self, context: str, hits: list[Any]) -> list[Any]:
+        """Standard search only holds records updated within the last 2 years."""
+        days = self.sb.options.search_max_age_days
+        if days is None or not hits:
+            return hits
+        cutoff = self.store.clock.now_ms() - int(days * 86_400_000)
+        if self.store.generator.start >= cutoff:
+            return hits  # nothing that old exists; skip the scan
+        get = self.fields[context][f"{context}_updated_at"][1]
+        return [h for h in hits if get(h) >= cutoff]
 
     def _index_fn(self, context: str, records: list[Any]) -> Any:
         """Sorted (value, id) index per datetime field, rebuilt when data changes."""
