@@ -832,7 +832,14 @@ class Handler(BaseHTTPRequestHandler):
         if path.startswith("/__control"):
             resp = sb.control.handle(method, self.path, body)
             if not sb.options.faults_exempt_control:
-                resp.fault = sb.api._pick_fault("/__control")
+                fault = sb.api._pick_fault("/__control")
+                if fault in ("500", "503"):
+                    err = ApiError(int(fault), "server_error", "Server Error", "injected fault")
+                    resp = Response(err.status, json.dumps(err.body()).encode())
+                elif fault == "502_html":
+                    resp = Response(502, HTML_502, "text/html")
+                else:
+                    resp.fault = fault
         else:
             try:
                 resp = sb.api.handle(method, self.path, self.headers, body)
