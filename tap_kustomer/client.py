@@ -14,12 +14,14 @@ from functools import cached_property
 from http import HTTPStatus
 from urllib.parse import urlparse
 
+import backoff
 import requests
 from singer_sdk.authenticators import BearerTokenAuthenticator
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from singer_sdk.streams import RESTStream
 
 from tap_kustomer.budget import RequestBudget
+from tap_kustomer.conform import RecordConformer
 from tap_kustomer.custom_attributes import custom_types_from_metadata
 from tap_kustomer.errors import (
     ROLE_BY_RESOURCE,
@@ -41,6 +43,14 @@ REGION_URLS: dict[str, str] = {
 API_PREFIX = "/v1"
 SEARCH_PATH = "/v1/customers/search"
 _MAX_BACKOFF_SECONDS = 60.0
+RETRIABLE_EXCEPTIONS: tuple[type[Exception], ...] = (
+    ConnectionResetError,
+    RetriableAPIError,
+    requests.exceptions.Timeout,
+    requests.exceptions.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
 _JSON_CACHE_ATTR = "_kustomer_json"
 
 
@@ -360,19 +370,57 @@ class KustomerStream(RESTStream[t.Any]):
                 self.authenticator(prepared), timeout=min(self.timeout, 30)
             )
             body = response.json() if response.ok else None
-        except (requests.RequestException, ValueError, ConfigurationError) as exc:
+        except ConfigurationError:
+            return {}
+        except (requests.RequestException, ValueError) as exc:
             self.logger.warning(
                 "Custom %s attributes stay untyped: their definitions could not be read (%s)",
                 self.metadata_resource, type(exc).__name__,
             )
             return {}
         if not isinstance(body, dict):
-            self.logger.warning(
+            # A bad key is reported once, clearly, when the run starts; not here.
+            level = logging.INFO if response.status_code in {401, 403} else logging.WARNING
+            self.logger.log(
+                level,
                 "Custom %s attributes stay untyped: metadata answered HTTP %s",
                 self.metadata_resource, response.status_code,
             )
             return {}
         return custom_types_from_metadata(body)
+
+    def prepare_record(
+        self, row: dict[str, t.Any], context: Context | None = None
+    ) -> dict[str, t.Any] | None:
+        """Stream-specific columns and fixes; the default changes nothing."""
+        return row
+
+    def post_process(
+        self, row: dict[str, t.Any], context: Context | None = None
+    ) -> dict[str, t.Any] | None:
+        """Add the stream's columns, then make every value match the schema's type."""
+        prepared = self.prepare_record(row, context)
+        return None if prepared is None else self.conformer.conform(prepared)
+
+    @cached_property
+    def conformer(self) -> RecordConformer:
+        """Type fixes for this stream's records."""
+        return RecordConformer(
+            self.name,
+            self.schema,
+            fail_on_mismatch=bool(self.config.get("fail_on_type_mismatch", False)),
+            logger=self.logger,
+        )
+
+    def skip_if_allowed(self, error: PermissionDeniedError) -> bool:
+        """With ``skip_unauthorized_streams``, log why this stream is skipped; else False."""
+        if not self.skip_when_forbidden:
+            return False
+        self.logger.warning(
+            "Skipping stream '%s': the API key lacks %s (skip_unauthorized_streams is on)",
+            self.name, error.role,
+        )
+        return True
 
     # Direct requests, for the search walk and the thread planner.
 
@@ -384,6 +432,7 @@ class KustomerStream(RESTStream[t.Any]):
         params: dict[str, t.Any] | None = None,
         body: dict[str, t.Any] | None = None,
         context: Context | None = None,
+        max_tries: int | None = None,
     ) -> dict[str, t.Any]:
         """Send one request with the budget and retries; return its JSON object."""
         url = path if path.startswith(("http://", "https://")) else f"{self.url_base}{path}"
@@ -394,15 +443,21 @@ class KustomerStream(RESTStream[t.Any]):
             headers=self.http_headers,
             json=body,
         )
-        send = self.request_decorator(self._request)
+        tries = max_tries or self.backoff_max_tries()
+        send = backoff.on_exception(
+            self.backoff_wait_generator,
+            RETRIABLE_EXCEPTIONS,
+            max_tries=tries,
+            on_backoff=self.backoff_handler,
+            jitter=self.backoff_jitter,
+            logger=None,
+        )(self._request)
         try:
             response = send(prepared, context)
         except RetriableAPIError as exc:
-            raise ApiUnavailableError(give_up_message(exc, self.backoff_max_tries())) from exc
+            raise ApiUnavailableError(give_up_message(exc, tries)) from exc
         except requests.RequestException as exc:
-            raise ApiUnavailableError(
-                unreachable_message(self.url_base, exc, self.backoff_max_tries())
-            ) from exc
+            raise ApiUnavailableError(unreachable_message(self.url_base, exc, tries)) from exc
         return getattr(response, _JSON_CACHE_ATTR, None) or self._decode(response)
 
     def search(self, body: dict[str, t.Any], page: int, page_size: int) -> dict[str, t.Any]:
@@ -410,6 +465,17 @@ class KustomerStream(RESTStream[t.Any]):
         return self.request_json(
             "POST", SEARCH_PATH, params={"page": page, "pageSize": page_size}, body=body
         )
+
+    def request_decorator(self, func: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
+        """The SDK's retry loop, without its logger (our handler logs, redacted)."""
+        return backoff.on_exception(
+            self.backoff_wait_generator,
+            RETRIABLE_EXCEPTIONS,
+            max_tries=self.backoff_max_tries,
+            on_backoff=self.backoff_handler,
+            jitter=self.backoff_jitter,
+            logger=None,
+        )(func)
 
     def request_records(self, context: Context | None) -> t.Iterable[dict]:
         """The SDK's paginated requests, with the same one-line errors as direct ones."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import typing as t
 
 REDACTED = "***REDACTED***"
@@ -94,7 +95,12 @@ _BEARER = re.compile(r"Bearer\s+[^\s'\"]+")
 
 def install_redactor(secrets: t.Iterable[str]) -> SecretRedactor:
     """Attach one redactor to every handler that exists now, and to the root logger."""
+    secrets = list(secrets)
     redactor = SecretRedactor(secrets)
+    stderr = sys.stderr
+    if isinstance(stderr, RedactingStream):
+        for secret in secrets:
+            stderr.add_secret(secret)
     root = logging.getLogger()
     loggers = [root, *[
         logger for logger in logging.Logger.manager.loggerDict.values()
@@ -107,3 +113,27 @@ def install_redactor(secrets: t.Iterable[str]) -> SecretRedactor:
             if redactor not in handler.filters:
                 handler.addFilter(redactor)
     return redactor
+
+
+class RedactingStream:
+    """A text stream that scrubs secrets from everything written through it."""
+
+    def __init__(self, stream: t.TextIO, secrets: t.Iterable[str]) -> None:
+        """Wrap ``stream``."""
+        self._stream = stream
+        self._redactor = SecretRedactor(secrets)
+
+    def add_secret(self, secret: str) -> None:
+        """Also scrub ``secret`` from now on."""
+        if secret and secret not in self._redactor.secrets:
+            self._redactor.secrets.append(secret)
+            self._redactor.secrets.sort(key=len, reverse=True)
+
+    def write(self, text: str) -> int:
+        """Write ``text`` with secrets replaced."""
+        self._stream.write(self._redactor.redact(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> t.Any:
+        """Everything else (flush, fileno, isatty...) is the wrapped stream's."""
+        return getattr(self._stream, name)

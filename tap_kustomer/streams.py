@@ -12,6 +12,7 @@ from singer_sdk.pagination import BaseHATEOASPaginator
 
 from tap_kustomer import schemas
 from tap_kustomer.client import KustomerStream, NotFoundError
+from tap_kustomer.errors import PermissionDeniedError
 from tap_kustomer.search import SearchWalk, WalkKey, format_timestamp, parse_timestamp
 from tap_kustomer.threads import ThreadPlanner
 
@@ -108,8 +109,12 @@ class SearchedStream(KustomerStream):
 
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
         """Every record of the window, oldest first."""
-        for page in self.new_walk(context).pages():
-            yield from page
+        try:
+            for page in self.new_walk(context).pages():
+                yield from page
+        except PermissionDeniedError as error:
+            if not self.skip_if_allowed(error):
+                raise
 
 
 class ConversationsStream(SearchedStream):
@@ -191,15 +196,11 @@ class ConversationsStream(SearchedStream):
             walk.lower.isoformat() if walk.lower else "the beginning",
             walk.upper.isoformat() if walk.upper else "now",
         )
-        for page in walk.pages():
-            threads = planner.fetch(page)
-            for conversation in page:
-                thread = threads[str(conversation.get("id"))]
-                if messages is not None:
-                    messages.emit(thread.messages, conversation)
-                if notes is not None:
-                    notes.emit(thread.notes, conversation)
-                yield conversation
+        try:
+            yield from self._walk_with_threads(walk, planner, messages, notes)
+        except PermissionDeniedError as error:
+            if error.resource != "conversation" or not self.skip_if_allowed(error):
+                raise
         self.logger.info(
             "Conversations: %d search requests (%d tie groups); threads: %d requests for "
             "%d conversations",
@@ -207,7 +208,44 @@ class ConversationsStream(SearchedStream):
             planner.stats.conversations,
         )
 
-    def post_process(
+    def _walk_with_threads(
+        self,
+        walk: SearchWalk,
+        planner: ThreadPlanner,
+        messages: ThreadStream | None,
+        notes: ThreadStream | None,
+    ) -> t.Iterator[dict[str, t.Any]]:
+        for page in walk.pages():
+            threads = self._fetch_threads(planner, page, messages, notes)
+            for conversation in page:
+                thread = threads[str(conversation.get("id"))]
+                if messages is not None and planner.want_messages:
+                    messages.emit(thread.messages, conversation)
+                if notes is not None and planner.want_notes:
+                    notes.emit(thread.notes, conversation)
+                yield conversation
+
+    def _fetch_threads(
+        self,
+        planner: ThreadPlanner,
+        page: list[dict[str, t.Any]],
+        messages: ThreadStream | None,
+        notes: ThreadStream | None,
+    ) -> dict[str, t.Any]:
+        """Threads of a page; a thread stream the key may not read is dropped if allowed."""
+        while True:
+            try:
+                return planner.fetch(page)
+            except PermissionDeniedError as error:
+                stream = {"message": messages, "note": notes}.get(error.resource)
+                if stream is None or not stream.skip_if_allowed(error):
+                    raise
+                if error.resource == "message":
+                    planner.want_messages = False
+                else:
+                    planner.want_notes = False
+
+    def prepare_record(
         self, row: dict[str, t.Any], context: Context | None = None
     ) -> dict[str, t.Any] | None:
         """Add the flat columns: resolved_at, updated_at, customer_id."""
@@ -251,7 +289,7 @@ class ThreadStream(KustomerStream):
             if processed is not None:
                 self._write_record_message(processed)
 
-    def post_process(
+    def prepare_record(
         self, row: dict[str, t.Any], context: Context | None = None
     ) -> dict[str, t.Any] | None:
         """Add the flat columns: conversation_id, customer_id, updated_at."""
@@ -287,7 +325,7 @@ class MessagesStream(ThreadStream):
     metadata_resource = "message"
     schema = CustomAttributeSchema(SCHEMAS)
 
-    def post_process(
+    def prepare_record(
         self, row: dict[str, t.Any], context: Context | None = None
     ) -> dict[str, t.Any] | None:
         """Normalise recipients (list, dict or string) to a list."""
@@ -296,7 +334,7 @@ class MessagesStream(ThreadStream):
             for field in ("to", "cc", "bcc"):
                 if field in meta:
                     meta[field] = _recipients(meta[field])
-        return super().post_process(row, context)
+        return super().prepare_record(row, context)
 
 
 class NotesStream(ThreadStream):
@@ -327,7 +365,7 @@ class CustomersStream(SearchedStream):
             WalkKey("customer_created_at", ("createdAt",)),
         ]
 
-    def post_process(
+    def prepare_record(
         self, row: dict[str, t.Any], context: Context | None = None
     ) -> dict[str, t.Any] | None:
         """Add the flat column updated_at."""
@@ -379,6 +417,13 @@ class TagsStream(KustomerStream):
         Whether the list includes deleted tags by default is not documented, so the
         tap reads both ways and keeps each tag once.
         """
+        try:
+            yield from self._all_tags(context)
+        except PermissionDeniedError as error:
+            if not self.skip_if_allowed(error):
+                raise
+
+    def _all_tags(self, context: Context | None) -> t.Iterator[dict[str, t.Any]]:
         seen: set[str] = set()
         any_deleted = False
         self._extra_params = {}
@@ -394,7 +439,7 @@ class TagsStream(KustomerStream):
                 seen.add(str(record.get("id")))
                 yield record
 
-    def post_process(
+    def prepare_record(
         self, row: dict[str, t.Any], context: Context | None = None
     ) -> dict[str, t.Any] | None:
         """Add the flat column updated_at."""

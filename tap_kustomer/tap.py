@@ -8,13 +8,19 @@ import sys
 import typing as t
 from functools import cached_property
 
+import click
 from singer_sdk import Tap
 from singer_sdk import typing as th
 
 from tap_kustomer import streams
 from tap_kustomer.budget import RequestBudget
 from tap_kustomer.client import REGION_URLS, resolve_api_url
-from tap_kustomer.errors import ConfigurationError, KustomerTapError, install_redactor
+from tap_kustomer.errors import (
+    ConfigurationError,
+    KustomerTapError,
+    RedactingStream,
+    install_redactor,
+)
 from tap_kustomer.search import parse_timestamp
 
 if t.TYPE_CHECKING:
@@ -175,6 +181,16 @@ class TapKustomer(Tap):
             ),
         ),
         th.Property(
+            "fail_on_type_mismatch",
+            th.BooleanType,
+            default=False,
+            title="Fail on Type Mismatch",
+            description=(
+                "Stop the run when Kustomer sends a value that cannot be converted to its "
+                "field's type; by default it is loaded as null with a warning."
+            ),
+        ),
+        th.Property(
             "debug",
             th.BooleanType,
             default=False,
@@ -193,6 +209,8 @@ class TapKustomer(Tap):
         """Validate what the JSON schema cannot, and scrub the key from all output."""
         super().__init__(*args, **kwargs)
         install_redactor([str(self.config.get("api_key") or "")])
+        if self.config.get("debug"):
+            _CLI_STATE["debug"] = True
         check_config(self.config)
 
     @cached_property
@@ -206,21 +224,29 @@ class TapKustomer(Tap):
         )
 
     def sync_all(self) -> None:
-        """Check the key once, then sync each stream; optionally skip forbidden ones."""
+        """Check the key once, sync each stream, and leave a resumable STATE on failure.
+
+        Every stream is sorted, so the state at any moment covers exactly what was
+        emitted: writing it when a run must stop lets the next run resume there.
+        """
         self.preflight()
-        if not self.config.get("skip_unauthorized_streams"):
-            super().sync_all()
-            return
         for stream in self.streams.values():
             if isinstance(stream, streams.KustomerStream):
-                stream.skip_when_forbidden = True
-        super().sync_all()
+                stream.skip_when_forbidden = bool(self.config.get("skip_unauthorized_streams"))
+        try:
+            super().sync_all()
+        except BaseException:
+            self.state_writer.write_state(self.state)
+            raise
+        for stream in self.streams.values():
+            if isinstance(stream, streams.KustomerStream) and stream.conformer.summary():
+                self.logger.warning("Type fixes: %s", stream.conformer.summary())
 
     def preflight(self) -> None:
         """Fail fast on an unreachable host or a bad key, and learn the server's clock."""
         probe = next(iter(self.streams.values()))
         assert isinstance(probe, streams.KustomerStream)
-        probe.request_json("GET", "/v1/auth/tokens/current")
+        probe.request_json("GET", "/v1/auth/tokens/current", max_tries=3)
 
     def discover_streams(self) -> list[Stream]:
         """The five streams."""
@@ -260,32 +286,78 @@ def check_config(config: t.Mapping[str, t.Any]) -> None:
     resolve_api_url(config)
 
 
+_CLI_STATE: dict[str, bool] = {"debug": False}
+
+
 def main() -> None:
-    """Run the CLI; print a one-line error (no traceback) for anything the user can fix."""
-    debug = os.environ.get("TAP_KUSTOMER_DEBUG", "").lower() in {"1", "true", "yes"}
-    if "--debug" in sys.argv:
-        sys.argv.remove("--debug")
-        debug = True
+    """Run the CLI; print a one-line error (no traceback) for anything the user can fix.
+
+    Everything written to stderr passes a redactor first, so not even a traceback
+    (shown only with ``debug``) can carry the API key.
+    """
+    sys.stderr = RedactingStream(sys.stderr, _secrets_from_argv())
+    _CLI_STATE["debug"] = os.environ.get("TAP_KUSTOMER_DEBUG", "").lower() in {"1", "true"}
     try:
-        TapKustomer.cli(standalone_mode=False)
+        exit_code = TapKustomer.cli(standalone_mode=False)
     except KustomerTapError as exc:
-        _fail(str(exc), exc, debug=debug, code=exc.exit_code)
-    except json.JSONDecodeError as exc:
-        _fail(f"a config, state or catalog file is not valid JSON ({exc})", exc, debug=debug)
-    except SystemExit:
+        _fail(str(exc), exc, code=exc.exit_code)
+    except ValueError as exc:
+        if not type(exc).__name__.endswith("JSONDecodeError"):
+            _fail(describe_unexpected(exc), exc)
+        _fail(
+            "a JSON file given to --config, --state or --catalog is not valid JSON "
+            f"(line {getattr(exc, 'lineno', '?')}, column {getattr(exc, 'colno', '?')}); "
+            "fix the file",
+            exc,
+        )
+    except click.exceptions.ClickException as exc:
+        _fail(exc.format_message(), exc, code=exc.exit_code or 2)
+    except (SystemExit, KeyboardInterrupt):
         raise
-    except Exception as exc:
-        _fail(f"{type(exc).__name__}: {exc}", exc, debug=debug)
+    except Exception as exc:  # the last line of defence for the CLI
+        _fail(describe_unexpected(exc), exc)
+    if isinstance(exit_code, int) and exit_code:
+        sys.stderr.write("tap-kustomer: error: the configuration is invalid (see above)\n")
+        raise SystemExit(exit_code)
 
 
-def _fail(message: str, exc: BaseException, *, debug: bool, code: int = 1) -> t.NoReturn:
-    if debug:
+def describe_unexpected(exc: BaseException) -> str:
+    """One line for an error the tap has no specific words for."""
+    from singer_sdk.exceptions import ConfigValidationError
+
+    if isinstance(exc, ConfigValidationError):
+        details = "; ".join(str(e) for e in getattr(exc, "errors", []) or []) or str(exc)
+        return f"the configuration is invalid: {details}"
+    if isinstance(exc, FileNotFoundError):
+        return f"file not found: {exc.filename}"
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _fail(message: str, exc: BaseException, *, code: int = 1) -> t.NoReturn:
+    if _CLI_STATE["debug"]:
         import traceback
 
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
-    sys.stderr.write(f"tap-kustomer: error: {message}\n")
+    sys.stderr.write(f"tap-kustomer: error: {' '.join(message.split())}\n")
     sys.stderr.flush()
     raise SystemExit(code)
+
+
+def _secrets_from_argv() -> list[str]:
+    """The API key, read early from --config files and the environment, for redaction."""
+    secrets = [os.environ.get("TAP_KUSTOMER_API_KEY", "")]
+    args = sys.argv[1:]
+    for index, arg in enumerate(args):
+        if arg == "--config" and index + 1 < len(args):
+            try:
+                with open(args[index + 1], encoding="utf-8") as handle:
+                    config = json.load(handle)
+            except (OSError, ValueError):
+                continue
+            if isinstance(config, dict) and isinstance(config.get("api_key"), str):
+                secrets.append(config["api_key"])
+    return [s for s in secrets if s]
 
 
 if __name__ == "__main__":
