@@ -176,6 +176,8 @@ def _customer_record(
         "firstName": first,
         "lastName": last,
         "emails": emails,
+        "origEmail": emails[0]["email"],
+        "origPhone": phones[0]["phone"] if phones else "+15550000000",
         "phones": phones,
         "externalId": f"shop-{r.randrange(10**9)}" if r.random() < 0.5 else None,
         "tags": [],
@@ -489,9 +491,10 @@ class Generator:
             "imported": created if imported else None,
         }
         st.conversations.append(rec)
-        cust_rec = st.customers[cust]
-        cust_rec["counts"]["all"] += 1
-        cust_rec["counts"][status] += 1
+        if st.generating:
+            cust_rec = st.customers[cust]
+            cust_rec["counts"]["all"] += 1
+            cust_rec["counts"][status] += 1
         return rec
 
     def _counts(self, msg_ids: list[int]) -> dict[str, Any]:

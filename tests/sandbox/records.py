@@ -238,8 +238,10 @@ def render_message(store: Any, m: Msg) -> dict[str, Any]:
     conv = store.conversations[m.conv]
     v = m.v
     preview = m.body if m.body is not None else PREVIEWS[v % len(PREVIEWS)]
-    email = cust["emails"][0]["email"] if cust["emails"] else "unknown@example.com"
-    phone = cust["phones"][0]["phone"] if cust["phones"] else "+15550000000"
+    # contact details as they were when the customer was created, so that a later
+    # customer update does not silently change already-sent messages
+    email = cust["origEmail"]
+    phone = cust["origPhone"]
     attrs: dict[str, Any] = {
         "channel": m.channel,
         "app": CHANNEL_APPS.get(m.channel, m.channel),

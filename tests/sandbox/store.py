@@ -56,7 +56,9 @@ class Store:
         self.lock = threading.RLock()
         self.rng = random.Random(options.seed * 7919 + 17)
         self.generator = Generator(self, options)
+        self.generating = True
         self.generator.generate()
+        self.generating = False
 
     # -- lookups ----------------------------------------------------------------
     def records(self, kind: str) -> list[Any]:
@@ -165,10 +167,10 @@ class Store:
         if user is not None:
             conv["modifiedBy"] = user
 
-    def _set_status(self, conv: dict[str, Any], status: str) -> None:
-        counts = self.customers[conv["cust"]]["counts"]
-        counts[conv["status"]] = max(0, counts[conv["status"]] - 1)
-        counts[status] += 1
+    @staticmethod
+    def _set_status(conv: dict[str, Any], status: str) -> None:
+        # customer.conversationCounts stay as generated: changing them here would
+        # alter a customer without bumping its updatedAt
         conv["status"] = status
         if status != "snoozed":
             conv["snooze"] = None
