@@ -1003,3 +1003,52 @@ def test_request_log(sb):
     assert log[1]["path"] == "/v1/tags?page=2"
     assert log[1]["status"] == 200
     assert requests.get(sb.base_url + "/__control/log", timeout=5).json()[0]["body"] == body
+
+
+def test_every_change_bumps_updated_at(sb):
+    """Incremental taps rely on it: a record never changes without a newer updatedAt."""
+    before = sb.truth()
+    sb.simulate_activity(hours=4, seed=5)
+    cust = before["customers"][0]["id"]
+    sb.update_customer(cust, email="changed@example.com")
+    after = sb.truth()
+    changed = 0
+    for kind in ("conversations", "messages", "notes", "customers", "tags"):
+        old = {r["id"]: r for r in before[kind]}
+        for rec in after[kind]:
+            prev = old.get(rec["id"])
+            if prev is not None and prev != rec:
+                changed += 1
+                assert rec["attributes"]["updatedAt"] > prev["attributes"]["updatedAt"], (
+                    kind,
+                    rec["id"],
+                )
+    assert changed > 10
+
+
+def test_concurrent_clients(ro):
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = {"sort": [{"message_updated_at": "asc"}], "queryContext": "message"}
+
+    def work(i: int) -> list[int]:
+        with requests.Session() as s:
+            codes = []
+            for j in range(5):
+                if (i + j) % 2:
+                    r = s.post(
+                        ro.base_url + SEARCH,
+                        json=body,
+                        headers=hdr(),
+                        params={"page": j + 1},
+                        timeout=30,
+                    )
+                else:
+                    r = s.get(ro.base_url + "/v1/tags", headers=hdr(), timeout=30)
+                r.json()
+                codes.append(r.status_code)
+            return codes
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        results = list(pool.map(work, range(48)))
+    assert all(c == 200 for codes in results for c in codes)

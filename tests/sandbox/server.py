@@ -889,6 +889,7 @@ class SandboxServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 256  # concurrent taps must not see refused connections
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Connection resets are expected (faults, impatient clients)."""
