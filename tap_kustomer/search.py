@@ -211,7 +211,9 @@ class SearchWalk:
         yielded = set(exclude)
         for _ in range(_MAX_TIE_READS):
             self.stats.tie_reads += 1
-            page, totals, read_ids = 1, set(), set()
+            page = 1
+            totals: set[int] = set()
+            read_ids: set[str] = set()
             while True:
                 records, total = self._query(criteria, [], page)
                 if total is not None:

@@ -97,7 +97,7 @@ def test_thousands_sharing_one_timestamp_are_all_emitted(kind: str):
                                 tie_clusters=[(kind, 2_500), ("customers", 1_800)])) as sandbox:
         sandbox.base_url = sandbox.start()
         expected = expected_resolved(sandbox)
-        cluster = [c for c in sandbox.tie_cluster_times() if c["kind"] == kind][0]
+        cluster = next(c for c in sandbox.tie_cluster_times() if c["kind"] == kind)
         run = run_tap(config_for(sandbox), select=["conversations", "customers"])
         assert run.ids("conversations") == expected
         at_tie = [r for r in run.records("conversations") if r["resolved_at"] == cluster["at"]]
