@@ -13,6 +13,8 @@ import sys
 import typing as t
 
 REDACTED = "***REDACTED***"
+# Shorter strings are not real API keys, and scrubbing them would mangle ordinary words.
+MIN_SECRET_LENGTH = 8
 
 # Roles a read-only key needs, by resource, as Kustomer names them.
 ROLE_BY_RESOURCE: dict[str, str] = {
@@ -64,7 +66,11 @@ class SecretRedactor(logging.Filter):
     def __init__(self, secrets: t.Iterable[str]) -> None:
         """Remember the secrets (blank ones are ignored)."""
         super().__init__()
-        self.secrets = sorted({s for s in secrets if s and s.strip()}, key=len, reverse=True)
+        self.secrets = sorted(
+            {s for s in secrets if s and len(s.strip()) >= MIN_SECRET_LENGTH},
+            key=len,
+            reverse=True,
+        )
 
     def redact(self, text: str) -> str:
         """Return ``text`` with every secret replaced."""
@@ -125,7 +131,7 @@ class RedactingStream:
 
     def add_secret(self, secret: str) -> None:
         """Also scrub ``secret`` from now on."""
-        if secret and secret not in self._redactor.secrets:
+        if len(secret.strip()) >= MIN_SECRET_LENGTH and secret not in self._redactor.secrets:
             self._redactor.secrets.append(secret)
             self._redactor.secrets.sort(key=len, reverse=True)
 

@@ -91,6 +91,8 @@ class WalkStats:
     records: int = 0
     tie_groups: int = 0
     tie_reads: int = 0
+    #: ``meta.total`` of the first query: what the whole walk will roughly cost.
+    first_total: int | None = None
 
 
 @dataclass
@@ -139,7 +141,10 @@ class SearchWalk:
             raise TypeError(msg)
         meta = payload.get("meta") or {}
         total = meta.get("total") if isinstance(meta, dict) else None
-        return data, total if isinstance(total, int) else None
+        total = total if isinstance(total, int) else None
+        if self.stats.requests == 1:
+            self.stats.first_total = total
+        return data, total
 
     def _walk(
         self,

@@ -179,9 +179,11 @@ class ConversationsStream(SearchedStream):
         messages, notes = self.thread_streams()
         planner = ThreadPlanner(
             self.request_json,
+            self.search,
             want_messages=messages is not None,
             want_notes=notes is not None,
             workers=int(self.config.get("max_workers", 4)),
+            strategy=str(self.config.get("thread_strategy") or "auto"),
             is_not_found=lambda exc: isinstance(exc, NotFoundError),
             logger=self.logger,
         )
@@ -201,11 +203,15 @@ class ConversationsStream(SearchedStream):
         except PermissionDeniedError as error:
             if error.resource != "conversation" or not self.skip_if_allowed(error):
                 raise
+        for stream in (messages, notes):
+            if stream is not None:
+                stream.finish()
+        stats = planner.stats
         self.logger.info(
-            "Conversations: %d search requests (%d tie groups); threads: %d requests for "
-            "%d conversations",
-            walk.stats.requests, walk.stats.tie_groups, planner.stats.requests,
-            planner.stats.conversations,
+            "Conversations: %d search requests (%d tie groups); threads of %d conversations: "
+            "%d requests (%d bulk searches), %d threads read in bulk, %d one by one",
+            walk.stats.requests, walk.stats.tie_groups, stats.conversations, stats.requests,
+            stats.bulk_requests, stats.bulk_threads, stats.per_conversation_threads,
         )
 
     def _walk_with_threads(
@@ -280,6 +286,8 @@ class ThreadStream(KustomerStream):
         if not self._started:
             self._write_schema_message()
             self._started = True
+            self._counter = self.get_record_counter()
+            self._counter.__enter__()
 
     def emit(self, records: t.Iterable[dict[str, t.Any]], conversation: dict[str, t.Any]) -> None:
         """Write one conversation's thread."""
@@ -288,6 +296,13 @@ class ThreadStream(KustomerStream):
             processed = self.post_process(record, {"conversation_id": conversation.get("id")})
             if processed is not None:
                 self._write_record_message(processed)
+                self._counter.increment()
+
+    def finish(self) -> None:
+        """Log this stream's record count, like the SDK does for the streams it syncs."""
+        if self._started:
+            self._counter.__exit__(None, None, None)
+            self._started = False
 
     def prepare_record(
         self, row: dict[str, t.Any], context: Context | None = None

@@ -170,6 +170,18 @@ class TapKustomer(Tap):
             description="Concurrent requests for conversation threads.",
         ),
         th.Property(
+            "thread_strategy",
+            th.StringType,
+            default="auto",
+            allowed_values=["auto", "per_conversation", "bulk"],
+            title="Thread Strategy",
+            description=(
+                "How threads are read: per_conversation (a request per thread), bulk "
+                "(search pages of 500 messages/notes, grouped by conversation and checked "
+                "against each conversation's counts), or auto (the cheaper per batch)."
+            ),
+        ),
+        th.Property(
             "request_timeout",
             th.IntegerType,
             default=60,

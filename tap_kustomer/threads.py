@@ -2,27 +2,47 @@
 
 A conversation is emitted with every message and note it has, every time it is
 emitted, so a conversation reopened by a reply and resolved again carries the reply.
-The planner fetches the threads of a batch of conversations before any of them is
-written, with bounded concurrency drawing on the shared request budget.
+
+Two ways to read the threads of a batch of conversations, chosen by cost:
+
+- **per conversation**: ``GET /v1/conversations/{id}/messages`` and ``/notes``, 100 a
+  page; at least one request per thread, cheap for a handful of conversations;
+- **bulk**: search the messages (and notes) created in the batch's time span, 500 a
+  page, and group them by conversation; a backfill reads thousands of threads with a
+  few dozen requests.
+
+Bulk results are accepted only for a thread whose size equals the conversation's own
+``messageCount``/``noteCount``; any other thread is fetched per conversation, so the
+output is always exactly the whole thread.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import threading
 import typing as t
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from urllib.parse import parse_qsl, urlparse
+
+from tap_kustomer.search import (
+    SEARCH_PAGE_SIZE,
+    SearchFunction,
+    SearchWalk,
+    WalkKey,
+    parse_timestamp,
+)
 
 THREAD_PAGE_SIZE = 100
 _MAX_THREAD_PAGES = 10_000
+#: Below this many per-conversation requests a batch never tries the bulk path.
+MIN_BULK_SAVING = 4
+STRATEGIES = ("auto", "per_conversation", "bulk")
 
 RequestJson = t.Callable[..., dict[str, t.Any]]
 """``request_json(method, path, params=...)`` of a Kustomer stream."""
-
-
-class ConversationGoneError(LookupError):
-    """The conversation disappeared (deleted) between search and thread fetch."""
 
 
 @dataclass
@@ -35,12 +55,35 @@ class Thread:
 
 @dataclass
 class ThreadStats:
-    """What fetching threads cost."""
+    """What fetching threads cost, and how each thread was read."""
 
     conversations: int = 0
     requests: int = 0
+    bulk_requests: int = 0
+    bulk_threads: int = 0
+    per_conversation_threads: int = 0
     skipped_empty: int = 0
     gone: int = 0
+
+
+@dataclass(frozen=True)
+class ThreadKind:
+    """Messages or notes: where to list them, how to search them, how to count them."""
+
+    name: str
+    list_suffix: str
+    query_context: str
+    count_attribute: str
+
+    def pages_for(self, count: int | None) -> int:
+        """Requests to list ``count`` items of one conversation (unknown count: 1+)."""
+        if count is None:
+            return 1
+        return math.ceil(count / THREAD_PAGE_SIZE)
+
+
+MESSAGES = ThreadKind("messages", "messages", "message", "messageCount")
+NOTES = ThreadKind("notes", "notes", "note", "noteCount")
 
 
 def _count(conversation: dict[str, t.Any], name: str) -> int | None:
@@ -48,67 +91,244 @@ def _count(conversation: dict[str, t.Any], name: str) -> int | None:
     return value if isinstance(value, int) and value >= 0 else None
 
 
+def _conversation_of(item: dict[str, t.Any]) -> str | None:
+    relationship = (item.get("relationships") or {}).get("conversation") or {}
+    data = relationship.get("data") if isinstance(relationship, dict) else None
+    return str(data["id"]) if isinstance(data, dict) and data.get("id") else None
+
+
+def _created(item: dict[str, t.Any]) -> str:
+    return str((item.get("attributes") or {}).get("createdAt") or "")
+
+
+class _Density:
+    """Items created per second, learnt from the bulk searches of this run."""
+
+    def __init__(self) -> None:
+        self.items = 0.0
+        self.seconds = 0.0
+
+    def observe(self, items: int, seconds: float) -> None:
+        self.items += items
+        self.seconds += max(seconds, 1.0)
+
+    def rate(self) -> float | None:
+        return self.items / self.seconds if self.seconds else None
+
+
 class ThreadPlanner:
-    """Fetch the threads of batches of conversations, one conversation at a time each."""
+    """Fetch the whole threads of batches of conversations, by the cheaper plan."""
 
     def __init__(
         self,
         request_json: RequestJson,
+        search: SearchFunction | None = None,
         *,
         want_messages: bool = True,
         want_notes: bool = True,
         workers: int = 1,
+        strategy: str = "auto",
         is_not_found: t.Callable[[Exception], bool] = lambda exc: False,
         logger: logging.Logger | None = None,
     ) -> None:
-        """Bind the request function and what to fetch."""
+        """Bind the request functions and what to fetch."""
+        if strategy not in STRATEGIES:
+            msg = f"thread_strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}"
+            raise ValueError(msg)
         self.request_json = request_json
+        self.search = search
         self.want_messages = want_messages
         self.want_notes = want_notes
         self.workers = max(1, workers)
+        self.strategy = strategy if search is not None else "per_conversation"
         self.is_not_found = is_not_found
         self.logger = logger or logging.getLogger(__name__)
         self.stats = ThreadStats()
+        self._density = {MESSAGES.name: _Density(), NOTES.name: _Density()}
+        self._lock = threading.Lock()
+
+    def kinds(self) -> list[ThreadKind]:
+        """What this run reads of each thread."""
+        return [k for k, wanted in ((MESSAGES, self.want_messages), (NOTES, self.want_notes))
+                if wanted]
 
     def fetch(self, conversations: t.Sequence[dict[str, t.Any]]) -> dict[str, Thread]:
-        """The thread of every conversation in the batch, keyed by conversation id."""
-        if not (self.want_messages or self.want_notes) or not conversations:
-            return {str(c.get("id")): Thread() for c in conversations}
-        if self.workers == 1 or len(conversations) == 1:
-            threads = [self._thread(c) for c in conversations]
+        """The whole thread of every conversation in the batch, keyed by conversation id."""
+        threads = {str(c.get("id")): Thread() for c in conversations}
+        self.stats.conversations += len(conversations)
+        jobs: list[tuple[str, ThreadKind]] = []
+        kinds = self.kinds()
+        if self.strategy != "per_conversation" and len(kinds) > 1 and self.workers > 1:
+            with ThreadPoolExecutor(len(kinds), thread_name_prefix="bulk-thread") as pool:
+                results = list(pool.map(lambda k: self._plan(k, conversations, threads), kinds))
+        else:
+            results = [self._plan(kind, conversations, threads) for kind in kinds]
+        for remaining in results:
+            jobs.extend(remaining)
+        self._fetch_each(jobs, threads)
+        return threads
+
+    def _plan(
+        self, kind: ThreadKind, conversations: t.Sequence[dict[str, t.Any]],
+        threads: dict[str, Thread],
+    ) -> list[tuple[str, ThreadKind]]:
+        """Fill what the bulk path can; return the (conversation, kind) pairs left over."""
+        needed = {}
+        for conversation in conversations:
+            count = _count(conversation, kind.count_attribute)
+            if count == 0:
+                with self._lock:
+                    self.stats.skipped_empty += 1
+                continue
+            needed[str(conversation.get("id"))] = conversation
+        if self.strategy != "per_conversation" and needed:
+            self._bulk(kind, needed, threads)
+        return [(cid, kind) for cid in needed]
+
+    # The bulk path.
+
+    def _bulk(
+        self, kind: ThreadKind, needed: dict[str, dict[str, t.Any]], threads: dict[str, Thread]
+    ) -> None:
+        """Read the batch's items through search; remove the threads it completed."""
+        spans = self._spans(needed.values())
+        if not spans:
+            return
+        per_conversation = {
+            cid: kind.pages_for(_count(c, kind.count_attribute)) for cid, c in needed.items()
+        }
+        start, end, inside = self._window(kind, spans, per_conversation)
+        inside_cost = sum(per_conversation[cid] for cid in inside)
+        if self.strategy == "auto" and inside_cost < MIN_BULK_SAVING:
+            return
+        assert self.search is not None
+        walk = SearchWalk(
+            search=self._counted_search,
+            query_context=kind.query_context,
+            criteria=[],
+            keys=[WalkKey(f"{kind.query_context}_created_at", ("createdAt",)),
+                  WalkKey(f"{kind.query_context}_updated_at", ("updatedAt",))],
+            lower=start,
+            upper=end,
+        )
+        found: dict[str, dict[str, dict[str, t.Any]]] = {cid: {} for cid in inside}
+        read = 0
+        for page in walk.pages():
+            for item in page:
+                cid = _conversation_of(item)
+                if cid in found:
+                    found[cid][str(item.get("id"))] = item
+            read += len(page)
+            if self.strategy == "auto" and walk.stats.requests == 1:
+                total = walk.stats.first_total
+                bulk_cost = math.ceil((total or read) / SEARCH_PAGE_SIZE)
+                if bulk_cost >= inside_cost:
+                    break  # Dearer than per conversation: keep what this page completed.
+        self._density[kind.name].observe(
+            walk.stats.first_total or read, (end - start).total_seconds()
+        )
+        for cid, items in found.items():
+            expected = _count(needed[cid], kind.count_attribute)
+            if expected is not None and len(items) == expected:
+                thread_items = sorted(items.values(), key=_created)
+                setattr(threads[cid], kind.name, thread_items)
+                del needed[cid]
+                with self._lock:
+                    self.stats.bulk_threads += 1
+
+    def _counted_search(self, body: dict[str, t.Any], page: int, size: int) -> dict[str, t.Any]:
+        assert self.search is not None
+        with self._lock:
+            self.stats.requests += 1
+            self.stats.bulk_requests += 1
+        return self.search(body, page, size)
+
+    @staticmethod
+    def _spans(
+        conversations: t.Iterable[dict[str, t.Any]],
+    ) -> dict[str, tuple[datetime, datetime]]:
+        """Each conversation's lifetime: its items were created between these times."""
+        spans = {}
+        for conversation in conversations:
+            attributes = conversation.get("attributes") or {}
+            created = parse_timestamp(attributes.get("createdAt"))
+            ends = [parse_timestamp(attributes.get(name)) for name in
+                    ("updatedAt", "lastMessageAt", "lastActivityAt")]
+            ends.append(parse_timestamp((attributes.get("lastDone") or {}).get("createdAt")))
+            latest = max((e for e in ends if e is not None), default=None)
+            if created is None or latest is None:
+                continue
+            spans[str(conversation.get("id"))] = (created, max(created, latest))
+        return spans
+
+    def _window(
+        self,
+        kind: ThreadKind,
+        spans: dict[str, tuple[datetime, datetime]],
+        per_conversation: dict[str, int],
+    ) -> tuple[datetime, datetime, set[str]]:
+        """The search window that minimises the estimated cost of the batch.
+
+        Conversations created long before the rest (outliers) would stretch the window
+        over months of other conversations' items; they are left to per-conversation
+        reads when that is cheaper.
+        """
+        end = max(span[1] for span in spans.values()) + timedelta(milliseconds=1)
+        by_start = sorted(spans.items(), key=lambda pair: pair[1][0])
+        rate = self._density[kind.name].rate()
+        if rate is None:
+            # First batch: assume the batch's own items fill the middle of its lifetimes.
+            items = sum(per_conversation.get(cid, 1) for cid in spans) * THREAD_PAGE_SIZE / 4
+            middle = by_start[len(by_start) // 2][1][0]
+            rate = items / max((end - middle).total_seconds(), 1.0)
+        best: tuple[float, int] | None = None
+        excluded_cost = 0
+        for index, (cid, (start, _)) in enumerate(by_start):
+            searched = rate * (end - start).total_seconds() / SEARCH_PAGE_SIZE
+            cost = math.ceil(searched) + 1 + excluded_cost
+            if best is None or cost < best[0]:
+                best = (cost, index)
+            excluded_cost += per_conversation.get(cid, 1)
+        index = best[1] if best else 0
+        inside = {cid for cid, _ in by_start[index:]}
+        return by_start[index][1][0], end, inside
+
+    # The per-conversation path.
+
+    def _fetch_each(
+        self, jobs: list[tuple[str, ThreadKind]], threads: dict[str, Thread]
+    ) -> None:
+        if not jobs:
+            return
+        if self.workers == 1 or len(jobs) == 1:
+            results = [self._fetch_one(job) for job in jobs]
         else:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="thread-fetch") as pool:
-                threads = list(pool.map(self._thread, conversations))
-        return {str(c.get("id")): thread for c, thread in zip(conversations, threads, strict=True)}
-
-    def _thread(self, conversation: dict[str, t.Any]) -> Thread:
-        conversation_id = str(conversation.get("id"))
-        self.stats.conversations += 1
-        thread = Thread()
-        try:
-            if self.want_messages:
-                if _count(conversation, "messageCount") == 0:
-                    self.stats.skipped_empty += 1
-                else:
-                    thread.messages = self.list_all(
-                        f"/v1/conversations/{conversation_id}/messages"
-                    )
-            if self.want_notes:
-                if _count(conversation, "noteCount") == 0:
-                    self.stats.skipped_empty += 1
-                else:
-                    thread.notes = self.list_all(f"/v1/conversations/{conversation_id}/notes")
-        except Exception as exc:
-            if not self.is_not_found(exc):
-                raise
+                results = list(pool.map(self._fetch_one, jobs))
+        gone = set()
+        for (cid, kind), items in zip(jobs, results, strict=True):
+            if items is None:
+                gone.add(cid)
+                continue
+            setattr(threads[cid], kind.name, items)
+            self.stats.per_conversation_threads += 1
+        for cid in gone:
+            threads[cid] = Thread()
             self.stats.gone += 1
             self.logger.warning(
                 "Conversation %s was deleted before its thread could be read; "
                 "emitting it without messages and notes",
-                conversation_id,
+                cid,
             )
-            return Thread()
-        return thread
+
+    def _fetch_one(self, job: tuple[str, ThreadKind]) -> list[dict[str, t.Any]] | None:
+        cid, kind = job
+        try:
+            return self.list_all(f"/v1/conversations/{cid}/{kind.list_suffix}")
+        except Exception as exc:
+            if self.is_not_found(exc):
+                return None
+            raise
 
     def list_all(self, path: str) -> list[dict[str, t.Any]]:
         """Every item of a paged list endpoint, following ``links.next`` to the end."""
@@ -119,7 +339,8 @@ class ThreadPlanner:
         params: dict[str, t.Any] | None = {"page": 1, "pageSize": THREAD_PAGE_SIZE}
         for _ in range(_MAX_THREAD_PAGES):
             body = self.request_json("GET", target, params=params)
-            self.stats.requests += 1
+            with self._lock:
+                self.stats.requests += 1
             data = body.get("data")
             if not isinstance(data, list):
                 msg = f"Kustomer's answer on {path} has no 'data' list"
