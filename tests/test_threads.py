@@ -1,0 +1,140 @@
+"""Whole threads, whichever way they are read: per conversation, in bulk, or by cost."""
+
+from __future__ import annotations
+
+import collections
+from datetime import timedelta
+
+import pytest
+
+from tap_kustomer.threads import MESSAGES, ThreadPlanner
+from tests.sandbox import Sandbox, SandboxOptions
+from tests.tap_harness import run_tap
+from tests.test_scenarios import API_KEY, config_for, expected_resolved, settle, thread_ids
+
+
+@pytest.fixture(scope="module")
+def org():
+    with Sandbox(SandboxOptions(seed=23, api_key=API_KEY, customers=150, conversations=1_500,
+                                org_rpm=100_000, search_rpm=100_000)) as sandbox:
+        sandbox.base_url = sandbox.start()
+        yield sandbox
+
+
+def grouped(run, stream: str) -> dict[str, set[str]]:
+    threads = collections.defaultdict(set)
+    for record in run.records(stream):
+        threads[record["conversation_id"]].add(record["id"])
+    return dict(threads)
+
+
+def test_every_strategy_emits_exactly_the_whole_threads(org):
+    expected = expected_resolved(org)
+    messages, notes = thread_ids(org, expected)
+    long_threads = [c for c in org.truth(["conversations"])["conversations"]
+                    if c["id"] in expected and c["attributes"]["messageCount"] > 100]
+    assert long_threads, "the org must have threads longer than one page"
+    runs = {}
+    for strategy in ("per_conversation", "bulk", "auto"):
+        org.reset_stats()
+        run = run_tap(config_for(org, thread_strategy=strategy))
+        runs[strategy] = (run, org.stats()["total_requests"])
+        assert run.ids("conversations") == expected, strategy
+        assert run.ids("messages") == messages, strategy
+        assert run.ids("notes") == notes, strategy
+        assert len(run.records("messages")) == len(messages), f"{strategy}: a thread repeated"
+    per_conversation = runs["per_conversation"][0]
+    for strategy in ("bulk", "auto"):
+        assert grouped(runs[strategy][0], "messages") == grouped(per_conversation, "messages")
+        assert grouped(runs[strategy][0], "notes") == grouped(per_conversation, "notes")
+    # A backfill reads threads in bulk: far fewer requests than one per thread.
+    assert runs["auto"][1] * 10 < runs["per_conversation"][1]
+    assert runs["auto"][1] / len(expected) <= 0.05
+
+
+def test_threads_are_complete_in_every_emission_of_a_conversation(org):
+    backfill = run_tap(config_for(org, thread_strategy="bulk"))
+    done = sorted(backfill.ids("conversations"))[:8]
+    for cid in done:
+        org.reply(cid, body="Reopening 🙃")
+        org.resolve(cid)
+    settle(org)
+    incremental = run_tap(config_for(org), state=backfill.final_state)
+    assert set(done) <= incremental.ids("conversations")
+    messages, notes = thread_ids(org, incremental.ids("conversations"))
+    assert incremental.ids("messages") == messages
+    assert incremental.ids("notes") == notes
+
+
+def test_auto_never_costs_more_than_per_conversation_on_a_small_incremental(org):
+    backfill = run_tap(config_for(org))
+    org.simulate_activity(hours=3)
+    settle(org)
+    costs = {}
+    outputs = {}
+    for strategy in ("per_conversation", "auto"):
+        org.reset_stats()
+        outputs[strategy] = run_tap(config_for(org, thread_strategy=strategy),
+                                    state=backfill.final_state)
+        costs[strategy] = org.stats()["total_requests"]
+    assert costs["auto"] <= costs["per_conversation"], costs
+    assert outputs["auto"].ids("messages") == outputs["per_conversation"].ids("messages")
+    assert outputs["auto"].ids("notes") == outputs["per_conversation"].ids("notes")
+
+
+class FakeApi:
+    """Search that drops one message of one conversation; lists that have them all."""
+
+    def __init__(self) -> None:
+        base = "2025-05-01T10:00:00.000Z"
+        self.conversations = [
+            {"id": f"c{i}", "attributes": {
+                "createdAt": base, "updatedAt": "2025-05-01T12:00:00.000Z",
+                "messageCount": 3, "noteCount": 0}}
+            for i in range(40)
+        ]
+        self.messages = [
+            {"id": f"m{i}-{j}", "attributes": {
+                "createdAt": f"2025-05-01T1{j}:00:00.00{i % 10}Z",
+                "updatedAt": f"2025-05-01T1{j}:00:00.00{i % 10}Z"},
+             "relationships": {"conversation": {"data": {"id": f"c{i}"}}}}
+            for i in range(40) for j in range(3)
+        ]
+        self.lists = 0
+        self.searches = 0
+
+    def search(self, body, page, size):
+        self.searches += 1
+        visible = [m for m in self.messages if m["id"] != "m7-1"]  # index lost one
+        data = visible[(page - 1) * size: page * size] if page == 1 else []
+        return {"data": data, "meta": {"total": len(visible)}}
+
+    def request_json(self, method, path, params=None):
+        self.lists += 1
+        cid = path.split("/")[3]
+        return {"data": [m for m in self.messages
+                         if m["relationships"]["conversation"]["data"]["id"] == cid],
+                "links": {"next": None}}
+
+
+def test_a_bulk_thread_that_does_not_match_its_count_is_read_per_conversation():
+    api = FakeApi()
+    planner = ThreadPlanner(api.request_json, api.search, want_notes=False, strategy="bulk")
+    threads = planner.fetch(api.conversations)
+    assert all(len(t.messages) == 3 for t in threads.values())
+    assert api.lists == 1, "only the mismatched thread is fetched by itself"
+    assert planner.stats.bulk_threads == 39
+
+
+def test_outliers_created_long_before_the_batch_are_read_per_conversation():
+    api = FakeApi()
+    api.conversations[0]["attributes"]["createdAt"] = "2024-01-01T00:00:00.000Z"
+    planner = ThreadPlanner(api.request_json, api.search, want_notes=False, strategy="bulk")
+    start, _, inside = planner._window(  # the window the planner would search
+        MESSAGES,
+        planner._spans(api.conversations),
+        {c["id"]: 1 for c in api.conversations},
+    )
+    assert "c0" not in inside
+    assert start.year == 2025
+    assert (start - timedelta(days=1)).year == 2025
