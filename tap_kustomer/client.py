@@ -18,6 +18,7 @@ import backoff
 import requests
 from singer_sdk.authenticators import BearerTokenAuthenticator
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.streams import RESTStream
 
 from tap_kustomer.budget import RequestBudget
@@ -160,6 +161,9 @@ class KustomerStream(RESTStream[t.Any]):
     """Base for every Kustomer stream: URL, auth, budget, retries, clear errors."""
 
     records_jsonpath = "$.data[*]"
+    # RecordConformer already makes every nested value match its type (faster, and it
+    # converts instead of dropping); the SDK only needs to look at the top level.
+    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.ROOT_ONLY
     #: The resource this stream reads, for role errors.
     resource = "conversation"
     #: Set by the tap when ``skip_unauthorized_streams`` is on.

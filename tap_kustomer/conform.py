@@ -31,24 +31,6 @@ def _json_types(schema: dict[str, t.Any]) -> list[str]:
     return []
 
 
-def _matches(value: t.Any, json_type: str) -> bool:
-    if json_type == "null":
-        return value is None
-    if json_type == "string":
-        return isinstance(value, str)
-    if json_type == "boolean":
-        return isinstance(value, bool)
-    if json_type == "integer":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if json_type == "number":
-        return isinstance(value, (int, float, decimal.Decimal)) and not isinstance(value, bool)
-    if json_type == "object":
-        return isinstance(value, dict)
-    if json_type == "array":
-        return isinstance(value, list)
-    return True
-
-
 def _coerce(value: t.Any, json_type: str) -> t.Any:
     """A lossless conversion of ``value`` to ``json_type``, or ``_NOT_COERCIBLE``."""
     if json_type == "integer":
@@ -80,6 +62,37 @@ def _coerce(value: t.Any, json_type: str) -> t.Any:
     return _NOT_COERCIBLE
 
 
+_PYTHON_TYPES: dict[str, tuple[type, ...]] = {
+    "null": (type(None),),
+    "string": (str,),
+    "boolean": (bool,),
+    "integer": (int,),
+    "number": (int, float, decimal.Decimal),
+    "object": (dict,),
+    "array": (list,),
+}
+
+
+class _Node:
+    """One schema node, compiled: the exact Python types allowed, and its children."""
+
+    __slots__ = ("allowed", "items", "properties", "types")
+
+    def __init__(self, schema: dict[str, t.Any]) -> None:
+        self.types = _json_types(schema)
+        known = [x for x in self.types if x in _PYTHON_TYPES]
+        self.allowed: frozenset[type] | None = (
+            frozenset(py for x in known for py in _PYTHON_TYPES[x]) if known else None
+        )
+        properties = schema.get("properties")
+        self.properties = (
+            {key: _Node(sub) for key, sub in properties.items() if isinstance(sub, dict)}
+            if isinstance(properties, dict) else None
+        )
+        items = schema.get("items")
+        self.items = _Node(items) if isinstance(items, dict) else None
+
+
 class RecordConformer:
     """Conform records of one stream to its schema, counting what it had to change."""
 
@@ -93,7 +106,7 @@ class RecordConformer:
     ) -> None:
         """Bind the stream's schema and the mismatch policy."""
         self.stream_name = stream_name
-        self.schema = schema
+        self.root = _Node(schema)
         self.fail_on_mismatch = fail_on_mismatch
         self.logger = logger or logging.getLogger(__name__)
         self.nulled: Counter[str] = Counter()
@@ -101,29 +114,36 @@ class RecordConformer:
 
     def conform(self, record: dict[str, t.Any]) -> dict[str, t.Any]:
         """Fix ``record`` in place and return it."""
-        self._object(record, self.schema, "", record)
+        self._object(record, self.root, "", record)
         return record
 
     def _object(
-        self, node: dict[str, t.Any], schema: dict[str, t.Any], path: str, record: dict[str, t.Any]
+        self, node: dict[str, t.Any], schema: _Node, path: str, record: dict[str, t.Any]
     ) -> None:
-        properties = schema.get("properties") or {}
+        properties = schema.properties
+        if not properties:
+            return
         for key, value in node.items():
             sub = properties.get(key)
-            if isinstance(sub, dict):
-                node[key] = self._value(value, sub, f"{path}.{key}" if path else key, record)
+            if sub is None:
+                continue
+            if (sub.allowed is None or type(value) in sub.allowed) and (
+                not (value.__class__ is dict or value.__class__ is list)
+            ):
+                continue  # the common case: a scalar of the right type
+            node[key] = self._value(value, sub, f"{path}.{key}" if path else key, record)
 
-    def _value(
-        self, value: t.Any, schema: dict[str, t.Any], path: str, record: dict[str, t.Any]
-    ) -> t.Any:
-        types = _json_types(schema)
-        if types and not any(_matches(value, json_type) for json_type in types):
-            value = self._mismatch(value, types, path, record)
-        if isinstance(value, dict) and "properties" in schema:
+    def _value(self, value: t.Any, schema: _Node, path: str, record: dict[str, t.Any]) -> t.Any:
+        if schema.allowed is not None and type(value) not in schema.allowed:
+            value = self._mismatch(value, schema.types, path, record)
+        if isinstance(value, dict):
             self._object(value, schema, path, record)
-        elif isinstance(value, list) and isinstance(schema.get("items"), dict):
-            items = schema["items"]
+        elif isinstance(value, list) and schema.items is not None:
+            items = schema.items
             for index, item in enumerate(value):
+                fits = items.allowed is None or type(item) in items.allowed
+                if fits and not isinstance(item, (dict, list)):
+                    continue
                 value[index] = self._value(item, items, f"{path}[]", record)
         return value
 

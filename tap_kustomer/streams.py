@@ -14,7 +14,7 @@ from tap_kustomer import schemas
 from tap_kustomer.client import KustomerStream, NotFoundError
 from tap_kustomer.errors import PermissionDeniedError
 from tap_kustomer.search import SearchWalk, WalkKey, format_timestamp, parse_timestamp
-from tap_kustomer.threads import ThreadPlanner
+from tap_kustomer.threads import Thread, ThreadPlanner
 
 if t.TYPE_CHECKING:
     import requests
@@ -222,26 +222,28 @@ class ConversationsStream(SearchedStream):
         notes: ThreadStream | None,
     ) -> t.Iterator[dict[str, t.Any]]:
         for page in walk.pages():
-            threads = self._fetch_threads(planner, page, messages, notes)
-            for conversation in page:
-                thread = threads[str(conversation.get("id"))]
+            for conversation, thread in self._threads(planner, page, messages, notes):
                 if messages is not None and planner.want_messages:
-                    messages.emit(thread.messages, conversation)
+                    messages.emit(thread.records("messages"), conversation)
                 if notes is not None and planner.want_notes:
-                    notes.emit(thread.notes, conversation)
+                    notes.emit(thread.records("notes"), conversation)
                 yield conversation
 
-    def _fetch_threads(
+    def _threads(
         self,
         planner: ThreadPlanner,
         page: list[dict[str, t.Any]],
         messages: ThreadStream | None,
         notes: ThreadStream | None,
-    ) -> dict[str, t.Any]:
+    ) -> t.Iterator[tuple[dict[str, t.Any], Thread]]:
         """Threads of a page; a thread stream the key may not read is dropped if allowed."""
+        done = 0
         while True:
             try:
-                return planner.fetch(page)
+                for pair in planner.threads(page[done:]):
+                    yield pair
+                    done += 1
+                return
             except PermissionDeniedError as error:
                 stream = {"message": messages, "note": notes}.get(error.resource)
                 if stream is None or not stream.skip_if_allowed(error):
@@ -251,6 +253,7 @@ class ConversationsStream(SearchedStream):
                 else:
                     planner.want_notes = False
 
+
     def prepare_record(
         self, row: dict[str, t.Any], context: Context | None = None
     ) -> dict[str, t.Any] | None:
@@ -259,8 +262,6 @@ class ConversationsStream(SearchedStream):
         row["updated_at"] = _iso(attributes.get("updatedAt"))
         row["resolved_at"] = _iso(_path(attributes, "lastDone", "createdAt"))
         row["customer_id"] = _relationship_id(row, "customer")
-        if self.replication_key and row.get(self.replication_key) is None:
-            row[self.replication_key] = row["updated_at"]
         return row
 
 
