@@ -137,14 +137,24 @@ class ConversationsStream(SearchedStream):
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         """Choose the replication key from the settings."""
         super().__init__(*args, **kwargs)
-        self.replication_key = "resolved_at" if self.walks_resolution else "updated_at"
+        self.replication_key = self.replication_key_for(self.config)
+
+    @staticmethod
+    def walks_resolution_for(config: t.Mapping[str, t.Any]) -> bool:
+        """Whether the walk follows resolution time (the default) or update time."""
+        return bool(config.get("resolved_only", True)) and not bool(
+            config.get("data_mutability", False)
+        )
+
+    @classmethod
+    def replication_key_for(cls, config: t.Mapping[str, t.Any]) -> str:
+        """``resolved_at``, or ``updated_at`` when the walk follows update time."""
+        return "resolved_at" if cls.walks_resolution_for(config) else "updated_at"
 
     @property
     def walks_resolution(self) -> bool:
-        """Whether the walk follows resolution time (the default) or update time."""
-        return bool(self.config.get("resolved_only", True)) and not bool(
-            self.config.get("data_mutability", False)
-        )
+        """Whether this run's walk follows resolution time."""
+        return self.walks_resolution_for(self.config)
 
     def walk_keys(self) -> list[WalkKey]:
         """Resolution (or update) time, then creation time, then update time."""

@@ -270,6 +270,26 @@ class TapKustomer(Tap):
             if isinstance(stream, streams.KustomerStream) and stream.conformer.summary():
                 self.logger.warning("Type fixes: %s", stream.conformer.summary())
 
+    def load_state(self, state: dict[str, t.Any]) -> None:
+        """Keep the conversations bookmark when ``data_mutability`` or ``resolved_only`` flips.
+
+        The SDK would restart from ``start_date`` when the replication key changes. The
+        old value is a safe start for the new key: everything resolved before it was
+        emitted, and everything updated before it was emitted if it was resolved.
+        """
+        bookmark = (state.get("bookmarks") or {}).get("conversations")
+        if isinstance(bookmark, dict) and bookmark.get("replication_key_value"):
+            key = streams.ConversationsStream.replication_key_for(self.config)
+            if bookmark.get("replication_key") not in (None, key):
+                self.logger.info(
+                    "Conversations now follow %s; continuing from the %s bookmark %s",
+                    key, bookmark.get("replication_key"), bookmark["replication_key_value"],
+                )
+                bookmark = {**bookmark, "replication_key": key}
+                bookmark.pop("starting_replication_value", None)
+                state = {**state, "bookmarks": {**state["bookmarks"], "conversations": bookmark}}
+        super().load_state(state)
+
     def preflight(self) -> None:
         """Fail fast on an unreachable host or a bad key, and learn the server's clock."""
         probe = next(iter(self.streams.values()))

@@ -296,3 +296,20 @@ def test_an_interrupted_run_resumes_from_its_last_state_without_loss(tmp_path, s
         messages, notes = thread_ids(sandbox, resumed.ids("conversations"))
         assert resumed.ids("messages") == messages
         assert resumed.ids("notes") == notes
+
+
+def test_switching_data_mutability_continues_from_the_bookmark(org):
+    backfill = run_tap(config_for(org))
+    assert backfill.ids("conversations")
+    retagged = sorted(backfill.ids("conversations"))[:3]
+    for cid in retagged:
+        org.set_tags(cid, [])
+    settle(org)
+    switched = run_tap(config_for(org, data_mutability=True), state=backfill.final_state)
+    emitted = switched.ids("conversations")
+    assert set(retagged) <= emitted
+    assert len(emitted) < len(backfill.ids("conversations")) / 2, "no restart from start_date"
+    assert switched.final_state["bookmarks"]["conversations"]["replication_key"] == "updated_at"
+    back = run_tap(config_for(org), state=switched.final_state)
+    assert back.final_state["bookmarks"]["conversations"]["replication_key"] == "resolved_at"
+    assert len(back.ids("conversations")) < len(backfill.ids("conversations")) / 2
