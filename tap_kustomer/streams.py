@@ -22,6 +22,8 @@ if t.TYPE_CHECKING:
     from singer_sdk.streams.rest import HTTPRequest, PageContext
 
 SCHEMAS = SchemaDirectory(schemas)
+#: Standard search covers records updated within about two years.
+STANDARD_SEARCH_DAYS = 730
 
 class CustomAttributeSchema(StreamSchema):
     """The stream's schema file plus the org's custom attributes, typed by suffix.
@@ -98,13 +100,22 @@ class SearchedStream(KustomerStream):
 
     def new_walk(self, context: Context | None) -> SearchWalk:
         """A walk from the bookmark (or start_date) to the window end."""
+        lower = self.get_starting_timestamp(context)
+        upper = self.window_end()
+        horizon = upper - timedelta(days=STANDARD_SEARCH_DAYS)
+        if lower is None or lower < horizon:
+            self.logger.warning(
+                "%s: Kustomer's standard search holds only records updated in the last 2 "
+                "years (since %s); older ones are only in its archive search, which this "
+                "tap does not read", self.name, horizon.date().isoformat(),
+            )
         return SearchWalk(
             search=self.search,
             query_context=self.query_context,
             criteria=self.walk_criteria(),
             keys=self.walk_keys(),
-            lower=self.get_starting_timestamp(context),
-            upper=self.window_end(),
+            lower=lower,
+            upper=upper,
         )
 
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
