@@ -1052,3 +1052,17 @@ def test_concurrent_clients(ro):
     with ThreadPoolExecutor(max_workers=24) as pool:
         results = list(pool.map(work, range(48)))
     assert all(c == 200 for codes in results for c in codes)
+
+
+def test_search_body_limits(ro):
+    many = [{"note_conversation_id": {"equals": f"{i:024x}"}} for i in range(21)]
+    assert search(ro, {"or": many, "queryContext": "note"}).status_code == 400
+    assert search(ro, {"or": many[:20], "queryContext": "note"}).status_code == 200
+    dup = [many[0], many[0]]
+    assert search(ro, {"or": dup, "queryContext": "note"}).status_code == 400
+    sort = [{"note_created_at": "asc"}] * 6
+    assert search(ro, {"sort": sort, "queryContext": "note"}).status_code == 400
+    big = {"queryContext": "note", "searchHash": "x" * 100_001}
+    r = search(ro, big)
+    assert r.status_code == 413
+    assert r.json()["errors"][0]["status"] == 413

@@ -118,6 +118,10 @@ class SandboxOptions:
     #: standard search only covers records updated within this many days (the
     #: OAS says 2 years; older ones need archive search); None = no limit
     search_max_age_days: float | None = 730.0
+    #: the OAS limits and/or/not arrays to 20 unique criteria; None = no limit
+    search_max_criteria: int | None = 20
+    #: bodies above this size get 413 (the docs say 100 kb)
+    max_body_bytes: int = 100_000
 
     # --- list endpoints --------------------------------------------------------
     list_max_page_size: int = 100

@@ -143,7 +143,9 @@ class Query:
         body: Any,
         fields: dict[str, dict[str, tuple[str, Getter]]],
         strict: bool = True,
+        max_criteria: int | None = 20,
     ) -> None:
+        self.max_criteria = max_criteria
         if not isinstance(body, dict):
             raise SearchError("request body must be a JSON object")
         if strict:
@@ -197,6 +199,13 @@ class Query:
             value = [value] if value else []
         if not isinstance(value, list):
             raise SearchError("and/or/not must be an object or a list of objects")
+        if self.max_criteria is not None:
+            # the OAS: arrays of at most 20 unique criteria
+            if len(value) > self.max_criteria:
+                raise SearchError(f"at most {self.max_criteria} criteria per and/or/not list")
+            canon = [json.dumps(item, sort_keys=True, default=str) for item in value]
+            if len(set(canon)) != len(canon):
+                raise SearchError("criteria in an and/or/not list must be unique")
         return [self._compile_node(item) for item in value]
 
     def _compile_node(self, node: Any) -> Pred:

@@ -446,12 +446,25 @@ class Api:
     ) -> dict[str, Any]:
         """POST /v1/customers/search."""
         opts = self.sb.options
+        if len(body) > opts.max_body_bytes:
+            raise ApiError(
+                413,
+                "payload_too_large",
+                "Payload Too Large",
+                f"request body exceeds {opts.max_body_bytes} bytes",
+            )
         try:
             parsed = json.loads(body.decode("utf-8")) if body else None
         except (ValueError, UnicodeDecodeError) as exc:
             raise ApiError(400, "bad_request", "Bad Request", "body is not valid JSON") from exc
         try:
-            q = Query(self.store, parsed, self.fields, strict=opts.search_strict_body)
+            q = Query(
+                self.store,
+                parsed,
+                self.fields,
+                strict=opts.search_strict_body,
+                max_criteria=opts.search_max_criteria,
+            )
         except SearchError as exc:
             raise ApiError(400, "bad_request", "Bad Request", str(exc)) from exc
         if q.context in ("conversation", "customer", "message", "note") and not spec.allows(
