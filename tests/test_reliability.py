@@ -174,6 +174,36 @@ def test_timed_out_requests_are_retried_and_nothing_is_lost(tmp_path):
         assert_complete(sb, config, run)
 
 
+def test_the_key_check_at_start_is_retried_like_any_request(tmp_path):
+    """Three 5xx in a row on the first request must not end a run allowed 8 retries."""
+    with sandbox() as sb:
+        config = bounded_config(sb)
+        checks = itertools.count(1)
+
+        def heal_after_three(method: str, path: str, n: int) -> None:
+            if "/auth/tokens/current" in path and next(checks) == 3:
+                sb.set_option("fault_5xx_rate", 0.0)
+
+        sb.set_option("fault_routes", ["/auth"])
+        sb.set_option("fault_5xx_rate", 1.0)
+        wrap_handler(sb, heal_after_three)
+        run = run_cli([], config=config, tmp_path=tmp_path)
+        assert run.returncode == 0, run.stderr[-1000:]
+        assert_complete(sb, config, run)
+
+
+def test_numeric_settings_can_come_from_the_environment(tmp_path):
+    """``--config ENV`` must accept every setting, numbers included."""
+    with sandbox() as sb:
+        config = bounded_config(sb)
+        env = {f"TAP_KUSTOMER_{k.upper()}": str(v) for k, v in config.items()
+               if k != "backoff_base_seconds"}
+        env["TAP_KUSTOMER_RATE_LIMIT_SHARE_PERCENT"] = "80"
+        run = run_cli(["--config", "ENV"], env=env, tmp_path=tmp_path)
+        assert run.returncode == 0, run.stderr[-1000:]
+        assert_complete(sb, config, run)
+
+
 # 6. Rate limits: learned from the headers, kept in steady state.
 
 def _limits_for_one_and_a_half_windows(now: str) -> dict[str, int]:
