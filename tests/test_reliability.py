@@ -18,6 +18,7 @@ import time
 import typing as t
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from tap_kustomer.search import format_timestamp, parse_timestamp
 from tap_kustomer.tap import TapKustomer
 from tests.sandbox import KeySpec, Sandbox, SandboxOptions
 from tests.sandbox.clock import default_anchor
-from tests.tap_harness import STREAMS, TapRun, run_cli
+from tests.tap_harness import STREAMS, TapRun, run_cli, run_tap
 from tests.test_scenarios import API_KEY, config_for, thread_ids
 
 SMALL_ORG: dict[str, t.Any] = {
@@ -206,6 +207,9 @@ def test_numeric_settings_can_come_from_the_environment(tmp_path):
 
 # 6. Rate limits: learned from the headers, kept in steady state.
 
+RATE_ORG = {"conversations": 40, "search_max_page_size": 4}
+
+
 def _limits_for_one_and_a_half_windows(now: str) -> dict[str, int]:
     """Org and search limits at which a run of the rate-limit org needs ~1.5 windows.
 
@@ -214,8 +218,6 @@ def _limits_for_one_and_a_half_windows(now: str) -> dict[str, int]:
     the first window.
     """
     with sandbox(**RATE_ORG, now=now) as twin:
-        from tests.tap_harness import run_tap
-
         run_tap(bounded_config(twin))
         routes = twin.stats()["by_route"]
     total = sum(sum(statuses.values()) for statuses in routes.values())
@@ -224,43 +226,6 @@ def _limits_for_one_and_a_half_windows(now: str) -> dict[str, int]:
     assert total >= 30, routes
     return {"org_rpm": max(10, round(total / 1.5 / 0.8)),
             "search_rpm": max(10, round(searches / 1.5 / 0.8))}
-
-
-RATE_ORG = {"conversations": 40, "search_max_page_size": 4}
-
-
-def test_tight_rate_limits_are_learned_and_kept_with_either_reset_format(tmp_path):
-    """Both reset formats run side by side: each run needs about 1.5 real 60 s windows."""
-    now = default_anchor()
-    limits = _limits_for_one_and_a_half_windows(now)
-    formats = ("epoch", "delta")
-    with contextlib.ExitStack() as stack:
-        orgs = {fmt: stack.enter_context(sandbox(**RATE_ORG, **limits, now=now,
-                                                 reset_format=fmt))
-                for fmt in formats}
-        configs = {fmt: bounded_config(sb) for fmt, sb in orgs.items()}
-
-        def run(fmt: str) -> TapRun:
-            (tmp_path / fmt).mkdir()
-            return run_cli([], config=configs[fmt], tmp_path=tmp_path / fmt, timeout=240)
-
-        with ThreadPoolExecutor(len(formats)) as pool:
-            runs = dict(zip(formats, pool.map(run, formats), strict=True))
-        for fmt, sb in orgs.items():
-            result = runs[fmt]
-            assert result.returncode == 0, (fmt, result.stderr[-3000:])
-            assert_complete(sb, configs[fmt], result)
-            stats, log = sb.stats(), sb.request_log()
-            assert len(log) == stats["total_requests"] > 0
-            start = log[0]["at"]
-            assert log[-1]["at"] - start > 60, f"{fmt}: the run must span two windows"
-            late_429 = [e for e in log if e["status"] == 429 and e["at"] > start + 60]
-            assert not late_429, f"{fmt}: 429 after the first window: {late_429[:3]}"
-            # The server never had to refuse more than the first window's excess, and
-            # the tap never sent more in 60 s than the limits it learned allow.
-            assert stats["max_accepted_in_60s"]["org"] <= limits["org_rpm"], (fmt, stats)
-            assert stats["max_accepted_in_60s"]["search"] <= limits["search_rpm"], (
-                fmt, stats)
 
 
 # 7. Giving up: one route keeps failing after part of the data was emitted.
@@ -482,3 +447,60 @@ def test_soak_under_combined_faults_emits_what_a_clean_run_emits(tmp_path: Path)
             assert soaked.ids(stream) == clean.ids(stream), stream
             assert len(soaked.records(stream)) == len(clean.records(stream)), stream
         assert_complete(hostile_org, config, soaked)
+
+
+# 6 (continued). The rate-limit runs started with the module; checked last.
+
+RATE_TEST = "test_tight_rate_limits_are_learned_and_kept_with_either_reset_format"
+FORMATS = ("epoch", "delta")
+
+
+@dataclass
+class RateLimitedRuns:
+    limits: dict[str, int]
+    orgs: dict[str, Sandbox]
+    configs: dict[str, dict[str, t.Any]]
+    runs: dict[str, Future[TapRun]]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def rate_limited_runs(request, tmp_path_factory) -> Iterator[RateLimitedRuns | None]:
+    """The rate-limit runs, started with the module: they spend ~60 s waiting for a
+    window to reset, during which the other tests of the module run."""
+    if not any(item.name == RATE_TEST for item in request.session.items):
+        yield None
+        return
+    now = default_anchor()
+    limits = _limits_for_one_and_a_half_windows(now)
+    with contextlib.ExitStack() as stack:
+        orgs = {fmt: stack.enter_context(sandbox(**RATE_ORG, **limits, now=now,
+                                                 reset_format=fmt))
+                for fmt in FORMATS}
+        configs = {fmt: bounded_config(sb) for fmt, sb in orgs.items()}
+        pool = stack.enter_context(ThreadPoolExecutor(len(FORMATS)))
+        runs = {fmt: pool.submit(run_cli, [], config=configs[fmt], timeout=240,
+                                 tmp_path=tmp_path_factory.mktemp(f"rate-{fmt}"))
+                for fmt in FORMATS}
+        yield RateLimitedRuns(limits, orgs, configs, runs)
+        for future in runs.values():
+            future.exception()  # wait before the sandboxes stop
+
+
+def test_tight_rate_limits_are_learned_and_kept_with_either_reset_format(rate_limited_runs):
+    """Both reset formats, side by side: each run needs about 1.5 real 60 s windows."""
+    assert rate_limited_runs is not None
+    limits = rate_limited_runs.limits
+    for fmt, sb in rate_limited_runs.orgs.items():
+        result = rate_limited_runs.runs[fmt].result()
+        assert result.returncode == 0, (fmt, result.stderr[-3000:])
+        assert_complete(sb, rate_limited_runs.configs[fmt], result)
+        stats, log = sb.stats(), sb.request_log()
+        assert len(log) == stats["total_requests"] > 0
+        start = log[0]["at"]
+        assert log[-1]["at"] - start > 60, f"{fmt}: the run must span two windows"
+        late_429 = [e for e in log if e["status"] == 429 and e["at"] > start + 60]
+        assert not late_429, f"{fmt}: 429 after the first window: {late_429[:3]}"
+        # The server never had to refuse more than the first window's excess, and
+        # the tap never sent more in 60 s than the limits it learned allow.
+        assert stats["max_accepted_in_60s"]["org"] <= limits["org_rpm"], (fmt, stats)
+        assert stats["max_accepted_in_60s"]["search"] <= limits["search_rpm"], (fmt, stats)
