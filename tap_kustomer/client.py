@@ -436,9 +436,13 @@ class KustomerStream(RESTStream[t.Any]):
         params: dict[str, t.Any] | None = None,
         body: dict[str, t.Any] | None = None,
         context: Context | None = None,
-        max_tries: int | None = None,
+        connection_tries: int | None = None,
     ) -> dict[str, t.Any]:
-        """Send one request with the budget and retries; return its JSON object."""
+        """Send one request with the budget and retries; return its JSON object.
+
+        ``connection_tries`` caps the attempts against a host that cannot be reached at
+        all (refused, unknown), which the first request of a run uses to fail fast.
+        """
         url = path if path.startswith(("http://", "https://")) else f"{self.url_base}{path}"
         prepared = self.build_prepared_request(
             method=method,
@@ -447,11 +451,24 @@ class KustomerStream(RESTStream[t.Any]):
             headers=self.http_headers,
             json=body,
         )
-        tries = max_tries or self.backoff_max_tries()
+        tries = self.backoff_max_tries()
+        refused = [0]
+
+        def give_up(exc: Exception) -> bool:
+            # A host that refuses or does not resolve rarely recovers within a run.
+            if isinstance(exc, requests.exceptions.ConnectionError) and not isinstance(
+                exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.Timeout)
+            ) and "Connection aborted" not in str(exc):
+                refused[0] += 1
+                return connection_tries is not None and refused[0] >= connection_tries
+            return False
+
         send = backoff.on_exception(
             self.backoff_wait_generator,
             RETRIABLE_EXCEPTIONS,
             max_tries=tries,
+            giveup=give_up,
+            raise_on_giveup=True,
             on_backoff=self.backoff_handler,
             jitter=self.backoff_jitter,
             logger=None,
@@ -461,7 +478,8 @@ class KustomerStream(RESTStream[t.Any]):
         except RetriableAPIError as exc:
             raise ApiUnavailableError(give_up_message(exc, tries)) from exc
         except requests.RequestException as exc:
-            raise ApiUnavailableError(unreachable_message(self.url_base, exc, tries)) from exc
+            attempts = refused[0] or tries
+            raise ApiUnavailableError(unreachable_message(self.url_base, exc, attempts)) from exc
         return getattr(response, _JSON_CACHE_ATTR, None) or self._decode(response)
 
     def search(self, body: dict[str, t.Any], page: int, page_size: int) -> dict[str, t.Any]:

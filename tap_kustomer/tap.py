@@ -132,7 +132,7 @@ class TapKustomer(Tap):
         ),
         th.Property(
             "index_lag_minutes",
-            th.NumberType,
+            th.IntegerType,
             default=15,
             title="Search Index Lag (minutes)",
             description=(
@@ -142,7 +142,7 @@ class TapKustomer(Tap):
         ),
         th.Property(
             "rate_limit_share_percent",
-            th.NumberType,
+            th.IntegerType,
             default=80,
             title="Rate Limit Share (%)",
             description=(
@@ -294,7 +294,7 @@ class TapKustomer(Tap):
         """Fail fast on an unreachable host or a bad key, and learn the server's clock."""
         probe = next(iter(self.streams.values()))
         assert isinstance(probe, streams.KustomerStream)
-        probe.request_json("GET", "/v1/auth/tokens/current", max_tries=3)
+        probe.request_json("GET", "/v1/auth/tokens/current", connection_tries=3)
 
     def discover_streams(self) -> list[Stream]:
         """The five streams."""
