@@ -351,7 +351,8 @@ def run_ours(
         "api_key": API_KEY,
         "api_url": sb.base_url,
         "start_date": START_DATE,
-        "rate_limit_share_percent": args.share,
+        # an integer when it is one: the setting may be declared as an integer
+        "rate_limit_share_percent": int(args.share) if args.share.is_integer() else args.share,
         "max_workers": conf.workers,
         "thread_strategy": conf.strategy,
     }
@@ -816,11 +817,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for strategy in args.strategies:
         if strategy not in STRATEGIES:
             parser.error(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+    if not args.strategies and not args.one_worker:
+        parser.error("--strategies is empty and --one-worker is not given: nothing to run")
     if not args.sizes or any(n < 1 for n in args.sizes):
         parser.error("--sizes needs positive integers")
     if not 0 < args.share <= 100:
         parser.error("--share must be in (0, 100]")
     return args
+
+
+def _git(*args: str) -> str:
+    """Output of a git command in the repository ('' when git is unavailable)."""
+    try:
+        proc = subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return proc.stdout.strip()
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -846,6 +860,8 @@ def main(argv: list[str] | None = None) -> int:
         "start_date": START_DATE,
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
+        "git_commit": _git("rev-parse", "HEAD"),
+        "tap_changes_not_committed": bool(_git("status", "--porcelain", "--", "tap_kustomer")),
         "order": "per size one sandbox: all backfills, then simulated activity, then every "
         "incremental run from its own backfill's STATE",
     }
@@ -872,6 +888,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(work, ignore_errors=True)
     print(format_summary(reports))
+    dirty = " (tap_kustomer has uncommitted changes)" if meta["tap_changes_not_committed"] else ""
+    print(f"\ncommit {meta['git_commit'] or 'unknown'}{dirty}")
     print()
     print(
         LEGEND.format(
