@@ -30,7 +30,7 @@ meltano: venv
 	@$(PY) -m scripts.meltano_env >/dev/null
 
 lint: venv
-	$(PY) -m ruff check tap_kustomer tests scripts
+	$(PY) -m ruff check tap_kustomer tests scripts benchmarks
 	$(PY) -m mypy tap_kustomer
 
 test: venv meltano

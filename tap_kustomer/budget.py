@@ -20,6 +20,8 @@ WINDOW_SECONDS = 60.0
 # A reset header above this is an absolute epoch time; below it, seconds from now.
 _EPOCH_THRESHOLD = 1_000_000_000
 _MAX_RESET_WAIT = 2 * WINDOW_SECONDS
+# Reset times this close together name the same window (headers have 1 s resolution).
+_SAME_WINDOW_SECONDS = 2.0
 
 
 def _header_number(headers: t.Mapping[str, str], name: str) -> float | None:
@@ -126,10 +128,21 @@ class RateBudget:
         with self._lock:
             if limit is not None and limit > 0:
                 self.limit = int(limit)
+            new_reset = None if reset is None else self._clock() + self._seconds_until(reset)
+            same_window = (
+                new_reset is not None
+                and self.reset_at is not None
+                and abs(new_reset - self.reset_at) < _SAME_WINDOW_SECONDS
+            )
             if remaining is not None:
-                self.remaining = remaining
-            if reset is not None:
-                self.reset_at = self._clock() + self._seconds_until(reset)
+                # Within one window, requests sent after this response's were already
+                # counted down locally: the lower figure is the true one.
+                if same_window and self.remaining is not None:
+                    self.remaining = min(self.remaining, remaining)
+                else:
+                    self.remaining = remaining
+            if new_reset is not None:
+                self.reset_at = new_reset
 
     def _seconds_until(self, reset: float) -> float:
         seconds = reset - self._wall_clock() if reset > _EPOCH_THRESHOLD else reset
