@@ -14,7 +14,7 @@ from tap_kustomer import schemas
 from tap_kustomer.client import KustomerStream, NotFoundError
 from tap_kustomer.errors import PermissionDeniedError
 from tap_kustomer.search import SearchWalk, WalkKey, format_timestamp, parse_timestamp
-from tap_kustomer.threads import Thread, ThreadPlanner
+from tap_kustomer.threads import Thread, ThreadPlanner, read_ahead
 
 if t.TYPE_CHECKING:
     import requests
@@ -242,7 +242,7 @@ class ConversationsStream(SearchedStream):
         messages: ThreadStream | None,
         notes: ThreadStream | None,
     ) -> t.Iterator[dict[str, t.Any]]:
-        for page in walk.pages():
+        for page in read_ahead(walk.pages()):
             for conversation, thread in self._threads(planner, page, messages, notes):
                 if messages is not None and planner.want_messages:
                     messages.emit(thread.records("messages"), conversation)

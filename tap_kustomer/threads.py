@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import queue
 import threading
 import typing as t
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +45,7 @@ MIN_BULK_SAVING = 4
 PER_CONVERSATION_CHUNK = 50
 STRATEGIES = ("auto", "per_conversation", "bulk")
 
+T = t.TypeVar("T")
 RequestJson = t.Callable[..., dict[str, t.Any]]
 """``request_json(method, path, params=...)`` of a Kustomer stream."""
 
@@ -389,3 +391,45 @@ class ThreadPlanner:
             params = dict(parse_qsl(parsed.query))
         msg = f"{path} did not end after {_MAX_THREAD_PAGES} pages"
         raise RuntimeError(msg)
+
+
+_END = object()
+
+
+def read_ahead(pages: t.Iterable[T], depth: int = 1) -> t.Iterator[T]:
+    """Yield from ``pages`` while a worker already fetches the next ``depth`` pages.
+
+    The search walk waits on the network while the previous page's threads are being
+    read and written; overlapping the two keeps the request budget busy. Errors of the
+    worker are raised in the consumer, and closing the consumer stops the worker.
+    """
+    buffer: queue.Queue[t.Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for page in pages:
+                while not stop.is_set():
+                    try:
+                        buffer.put(page, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            buffer.put(_END)
+        except BaseException as exc:
+            buffer.put(exc)
+
+    worker = threading.Thread(target=produce, name="search-read-ahead", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()

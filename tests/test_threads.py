@@ -138,3 +138,19 @@ def test_outliers_created_long_before_the_batch_are_read_per_conversation():
     assert "c0" not in inside
     assert start.year == 2025
     assert (start - timedelta(days=1)).year == 2025
+
+
+def test_read_ahead_keeps_order_and_raises_the_producers_error():
+    from tap_kustomer.threads import read_ahead
+
+    assert list(read_ahead(iter(range(50)))) == list(range(50))
+
+    def broken():
+        yield 1
+        raise RuntimeError("search failed")
+
+    consumed = []
+    with pytest.raises(RuntimeError, match="search failed"):
+        for item in read_ahead(broken()):
+            consumed.append(item)
+    assert consumed == [1]
