@@ -149,8 +149,7 @@ def test_read_ahead_keeps_order_and_raises_the_producers_error():
         yield 1
         raise RuntimeError("search failed")
 
-    consumed = []
+    pages = read_ahead(broken())
+    assert next(pages) == 1
     with pytest.raises(RuntimeError, match="search failed"):
-        for item in read_ahead(broken()):
-            consumed.append(item)
-    assert consumed == [1]
+        next(pages)
