@@ -246,7 +246,10 @@ class KustomerStream(RESTStream[t.Any]):
             reason = "unreadable response body"
         self.logger.warning(
             "Retrying a request of stream '%s' in %.1f s after attempt %d failed (%s)",
-            self.name, details.get("wait", 0.0), details.get("tries", 0), reason,
+            self.name,
+            details.get("wait", 0.0),
+            details.get("tries", 0),
+            reason,
         )
 
     # Responses.
@@ -346,9 +349,7 @@ class KustomerStream(RESTStream[t.Any]):
     def _key_state(self) -> str:
         """'valid', 'invalid' or 'expired', asked of the endpoint any valid key may call."""
         url = f"{self.url_base}{API_PREFIX}/auth/tokens/current"
-        prepared = self.build_prepared_request(
-            method="GET", url=url, headers=self.http_headers
-        )
+        prepared = self.build_prepared_request(method="GET", url=url, headers=self.http_headers)
         try:
             response = self.requests_session.send(
                 self.authenticator(prepared), timeout=self.timeout
@@ -379,7 +380,8 @@ class KustomerStream(RESTStream[t.Any]):
         except (requests.RequestException, ValueError) as exc:
             self.logger.warning(
                 "Custom %s attributes stay untyped: their definitions could not be read (%s)",
-                self.metadata_resource, type(exc).__name__,
+                self.metadata_resource,
+                type(exc).__name__,
             )
             return {}
         if not isinstance(body, dict):
@@ -388,7 +390,8 @@ class KustomerStream(RESTStream[t.Any]):
             self.logger.log(
                 level,
                 "Custom %s attributes stay untyped: metadata answered HTTP %s",
-                self.metadata_resource, response.status_code,
+                self.metadata_resource,
+                response.status_code,
             )
             return {}
         return custom_types_from_metadata(body)
@@ -422,7 +425,8 @@ class KustomerStream(RESTStream[t.Any]):
             return False
         self.logger.warning(
             "Skipping stream '%s': the API key lacks %s (skip_unauthorized_streams is on)",
-            self.name, error.role,
+            self.name,
+            error.role,
         )
         return True
 
@@ -456,9 +460,13 @@ class KustomerStream(RESTStream[t.Any]):
 
         def give_up(exc: Exception) -> bool:
             # A host that refuses or does not resolve rarely recovers within a run.
-            if isinstance(exc, requests.exceptions.ConnectionError) and not isinstance(
-                exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.Timeout)
-            ) and "Connection aborted" not in str(exc):
+            if (
+                isinstance(exc, requests.exceptions.ConnectionError)
+                and not isinstance(
+                    exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.Timeout)
+                )
+                and "Connection aborted" not in str(exc)
+            ):
                 refused[0] += 1
                 return connection_tries is not None and refused[0] >= connection_tries
             return False

@@ -87,7 +87,8 @@ class _Node:
         properties = schema.get("properties")
         self.properties = (
             {key: _Node(sub) for key, sub in properties.items() if isinstance(sub, dict)}
-            if isinstance(properties, dict) else None
+            if isinstance(properties, dict)
+            else None
         )
         items = schema.get("items")
         self.items = _Node(items) if isinstance(items, dict) else None
@@ -169,7 +170,11 @@ class RecordConformer:
             self.logger.warning(
                 "Field %s of %s record %s is a %s, not %s: loaded as null (further such "
                 "values of this field are counted at the end of the run)",
-                path, self.stream_name, record.get("id"), type(value).__name__, expected,
+                path,
+                self.stream_name,
+                record.get("id"),
+                type(value).__name__,
+                expected,
             )
         self.nulled[path] += 1
         return None

@@ -28,7 +28,6 @@ def custom_attribute_schema(name: str, definition: t.Any) -> dict[str, t.Any] | 
     return None
 
 
-
 def custom_types_from_metadata(body: dict[str, t.Any]) -> dict[str, dict[str, t.Any]]:
     """Schemas of the attributes a ``GET /v1/metadata/{resource}`` answer describes."""
     data = body.get("data")

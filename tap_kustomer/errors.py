@@ -108,10 +108,14 @@ def install_redactor(secrets: t.Iterable[str]) -> SecretRedactor:
         for secret in secrets:
             stderr.add_secret(secret)
     root = logging.getLogger()
-    loggers = [root, *[
-        logger for logger in logging.Logger.manager.loggerDict.values()
-        if isinstance(logger, logging.Logger)
-    ]]
+    loggers = [
+        root,
+        *[
+            logger
+            for logger in logging.Logger.manager.loggerDict.values()
+            if isinstance(logger, logging.Logger)
+        ],
+    ]
     for logger in loggers:
         if redactor not in logger.filters:
             logger.addFilter(redactor)

@@ -49,8 +49,14 @@ def parse_timestamp(value: t.Any) -> datetime | None:
     year, month, day, hour, minute, second, fraction, zone = match.groups()
     micro = int((fraction or "0")[:6].ljust(6, "0"))
     stamp = datetime(
-        int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0),
-        micro, tzinfo=timezone.utc,
+        int(year),
+        int(month),
+        int(day),
+        int(hour or 0),
+        int(minute or 0),
+        int(second or 0),
+        micro,
+        tzinfo=timezone.utc,
     )
     if zone and zone != "Z":
         sign = 1 if zone[0] == "+" else -1
@@ -181,10 +187,7 @@ class SearchWalk:
                 yield from self._walk(tie, keys[1:], None, exclude | carried)
                 cursor, inclusive, seen_at_cursor = last_value, False, set()
                 continue
-            fresh = [
-                r for _, r in keyed
-                if _id(r) not in seen_at_cursor and _id(r) not in exclude
-            ]
+            fresh = [r for _, r in keyed if _id(r) not in seen_at_cursor and _id(r) not in exclude]
             if fresh:
                 self.stats.records += len(fresh)
                 yield fresh

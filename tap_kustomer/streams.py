@@ -25,6 +25,7 @@ SCHEMAS = SchemaDirectory(schemas)
 #: Standard search covers records updated within about two years.
 STANDARD_SEARCH_DAYS = 730
 
+
 class CustomAttributeSchema(StreamSchema):
     """The stream's schema file plus the org's custom attributes, typed by suffix.
 
@@ -107,7 +108,9 @@ class SearchedStream(KustomerStream):
             self.logger.warning(
                 "%s: Kustomer's standard search holds only records updated in the last 2 "
                 "years (since %s); older ones are only in its archive search, which this "
-                "tap does not read", self.name, horizon.date().isoformat(),
+                "tap does not read",
+                self.name,
+                horizon.date().isoformat(),
             )
         return SearchWalk(
             search=self.search,
@@ -172,8 +175,11 @@ class ConversationsStream(SearchedStream):
         created = WalkKey("conversation_created_at", ("createdAt",))
         updated = WalkKey("conversation_updated_at", ("updatedAt",))
         if self.walks_resolution:
-            return [WalkKey("conversation_last_done_created_at", ("lastDone", "createdAt")),
-                    created, updated]
+            return [
+                WalkKey("conversation_last_done_created_at", ("lastDone", "createdAt")),
+                created,
+                updated,
+            ]
         return [updated, created]
 
     def walk_criteria(self) -> list[dict[str, t.Any]]:
@@ -231,8 +237,13 @@ class ConversationsStream(SearchedStream):
         self.logger.info(
             "Conversations: %d search requests (%d tie groups); threads of %d conversations: "
             "%d requests (%d bulk searches), %d threads read in bulk, %d one by one",
-            walk.stats.requests, walk.stats.tie_groups, stats.conversations, stats.requests,
-            stats.bulk_requests, stats.bulk_threads, stats.per_conversation_threads,
+            walk.stats.requests,
+            walk.stats.tie_groups,
+            stats.conversations,
+            stats.requests,
+            stats.bulk_requests,
+            stats.bulk_threads,
+            stats.per_conversation_threads,
         )
 
     def _walk_with_threads(
@@ -273,7 +284,6 @@ class ConversationsStream(SearchedStream):
                     planner.want_messages = False
                 else:
                     planner.want_notes = False
-
 
     def prepare_record(
         self, row: dict[str, t.Any], context: Context | None = None

@@ -105,9 +105,7 @@ class TapKustomer(Tap):
             "api_url",
             th.StringType,
             title="API URL",
-            description=(
-                "Scheme and host of the API, without /v1; overrides region and org_name."
-            ),
+            description=("Scheme and host of the API, without /v1; overrides region and org_name."),
         ),
         th.Property(
             "resolved_only",
@@ -283,7 +281,9 @@ class TapKustomer(Tap):
             if bookmark.get("replication_key") not in (None, key):
                 self.logger.info(
                     "Conversations now follow %s; continuing from the %s bookmark %s",
-                    key, bookmark.get("replication_key"), bookmark["replication_key_value"],
+                    key,
+                    bookmark.get("replication_key"),
+                    bookmark["replication_key_value"],
                 )
                 bookmark = {**bookmark, "replication_key": key}
                 bookmark.pop("starting_replication_value", None)

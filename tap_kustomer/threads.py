@@ -163,8 +163,9 @@ class ThreadPlanner:
 
     def kinds(self) -> list[ThreadKind]:
         """What this run reads of each thread."""
-        return [k for k, wanted in ((MESSAGES, self.want_messages), (NOTES, self.want_notes))
-                if wanted]
+        return [
+            k for k, wanted in ((MESSAGES, self.want_messages), (NOTES, self.want_notes)) if wanted
+        ]
 
     def fetch(self, conversations: t.Sequence[dict[str, t.Any]]) -> dict[str, Thread]:
         """The whole thread of every conversation in the batch, keyed by conversation id."""
@@ -192,14 +193,19 @@ class ThreadPlanner:
                 pending.setdefault(cid, []).append(kind)
         for offset in range(0, len(conversations), PER_CONVERSATION_CHUNK):
             chunk = conversations[offset : offset + PER_CONVERSATION_CHUNK]
-            jobs = [(str(c.get("id")), kind) for c in chunk
-                    for kind in pending.get(str(c.get("id")), [])]
+            jobs = [
+                (str(c.get("id")), kind)
+                for c in chunk
+                for kind in pending.get(str(c.get("id")), [])
+            ]
             self._fetch_each(jobs, threads)
             for conversation in chunk:
                 yield conversation, threads.pop(str(conversation.get("id")))
 
     def _plan(
-        self, kind: ThreadKind, conversations: t.Sequence[dict[str, t.Any]],
+        self,
+        kind: ThreadKind,
+        conversations: t.Sequence[dict[str, t.Any]],
         threads: dict[str, Thread],
     ) -> list[tuple[str, ThreadKind]]:
         """Fill what the bulk path can; return the (conversation, kind) pairs left over."""
@@ -236,8 +242,10 @@ class ThreadPlanner:
             search=self._counted_search,
             query_context=kind.query_context,
             criteria=[],
-            keys=[WalkKey(f"{kind.query_context}_created_at", ("createdAt",)),
-                  WalkKey(f"{kind.query_context}_updated_at", ("updatedAt",))],
+            keys=[
+                WalkKey(f"{kind.query_context}_created_at", ("createdAt",)),
+                WalkKey(f"{kind.query_context}_updated_at", ("updatedAt",)),
+            ],
             lower=start,
             upper=end,
         )
@@ -249,7 +257,8 @@ class ThreadPlanner:
                 cid = _conversation_of(item)
                 if cid in found:
                     found[cid][str(item.get("id"))] = (
-                        _created(item), json.dumps(item, separators=(",", ":"))
+                        _created(item),
+                        json.dumps(item, separators=(",", ":")),
                     )
             read += len(page)
             if self.strategy == "auto" and walk.stats.requests == 1:
@@ -284,8 +293,10 @@ class ThreadPlanner:
         for conversation in conversations:
             attributes = conversation.get("attributes") or {}
             created = parse_timestamp(attributes.get("createdAt"))
-            ends = [parse_timestamp(attributes.get(name)) for name in
-                    ("updatedAt", "lastMessageAt", "lastActivityAt")]
+            ends = [
+                parse_timestamp(attributes.get(name))
+                for name in ("updatedAt", "lastMessageAt", "lastActivityAt")
+            ]
             ends.append(parse_timestamp((attributes.get("lastDone") or {}).get("createdAt")))
             latest = max((e for e in ends if e is not None), default=None)
             if created is None or latest is None:
@@ -327,9 +338,7 @@ class ThreadPlanner:
 
     # The per-conversation path.
 
-    def _fetch_each(
-        self, jobs: list[tuple[str, ThreadKind]], threads: dict[str, Thread]
-    ) -> None:
+    def _fetch_each(self, jobs: list[tuple[str, ThreadKind]], threads: dict[str, Thread]) -> None:
         if not jobs:
             return
         if self.workers == 1 or len(jobs) == 1:

@@ -28,8 +28,11 @@ class TapRun:
     raw_stdout: str = field(default="", repr=False)
 
     def records(self, stream: str) -> list[dict[str, t.Any]]:
-        return [m["record"] for m in self.messages
-                if m.get("type") == "RECORD" and m.get("stream") == stream]
+        return [
+            m["record"]
+            for m in self.messages
+            if m.get("type") == "RECORD" and m.get("stream") == stream
+        ]
 
     def ids(self, stream: str) -> set[str]:
         return {r["id"] for r in self.records(stream)}
@@ -106,7 +109,12 @@ def run_cli(
     process_env = {k: v for k, v in os.environ.items() if not k.startswith("TAP_KUSTOMER_")}
     process_env.update(env or {})
     done = subprocess.run(
-        command, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=process_env,
+        command,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env=process_env,
         check=False,
     )
     return TapRun(parse_messages(done.stdout), done.returncode, done.stderr, done.stdout)

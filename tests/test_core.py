@@ -38,10 +38,12 @@ def test_cli_emits_all_five_streams(tmp_path):
     schemas = [m["stream"] for m in run.messages if m["type"] == "SCHEMA"]
     for stream in STREAMS:
         assert schemas.count(stream) == 1, f"{stream}: one SCHEMA per run, got {schemas}"
-        first_record = next(i for i, m in enumerate(run.messages)
-                            if m["type"] == "RECORD" and m["stream"] == stream)
-        first_schema = next(i for i, m in enumerate(run.messages)
-                            if m["type"] == "SCHEMA" and m["stream"] == stream)
+        first_record = next(
+            i for i, m in enumerate(run.messages) if m["type"] == "RECORD" and m["stream"] == stream
+        )
+        first_schema = next(
+            i for i, m in enumerate(run.messages) if m["type"] == "SCHEMA" and m["stream"] == stream
+        )
         assert first_schema < first_record
     assert run.final_state["bookmarks"]["conversations"]["replication_key"] == "resolved_at"
 
@@ -52,13 +54,16 @@ def test_cli_discover_lists_the_streams_with_keys(tmp_path):
     catalog = json.loads(run.raw_stdout)
     entries = {s["tap_stream_id"]: s for s in catalog["streams"]}
     assert set(entries) == set(STREAMS)
-    root = {name: next(m["metadata"] for m in s["metadata"] if m["breadcrumb"] == [])
-            for name, s in entries.items()}
+    root = {
+        name: next(m["metadata"] for m in s["metadata"] if m["breadcrumb"] == [])
+        for name, s in entries.items()
+    }
     assert root["conversations"]["replication-key"] == "resolved_at"
     assert root["customers"]["replication-key"] == "updated_at"
     assert all(root[name]["table-key-properties"] == ["id"] for name in STREAMS)
-    custom = entries["conversations"]["schema"]["properties"]["attributes"]["properties"][
-        "custom"]["properties"]
+    custom = entries["conversations"]["schema"]["properties"]["attributes"]["properties"]["custom"][
+        "properties"
+    ]
     assert custom, "custom attributes from /v1/metadata are typed in the schema"
     for name, schema in custom.items():
         if name.endswith("Num"):
@@ -72,8 +77,16 @@ def test_cli_about_describes_every_setting(tmp_path):
     assert run.returncode == 0, run.stderr
     about = json.loads(run.raw_stdout)
     names = set(about["settings"]["properties"])
-    assert {"api_key", "start_date", "end_date", "api_url", "region", "org_name",
-            "data_mutability", "resolved_only"} <= names
+    assert {
+        "api_key",
+        "start_date",
+        "end_date",
+        "api_url",
+        "region",
+        "org_name",
+        "data_mutability",
+        "resolved_only",
+    } <= names
     assert about["settings"]["properties"]["api_key"].get("secret") is True
     assert about["name"] == "tap-kustomer"
     assert about["version"] not in (None, "", "[could not be detected]")

@@ -53,7 +53,8 @@ def thread_ids(sandbox: Sandbox, conversation_ids: set[str]) -> tuple[set[str], 
 
     def of(kind: str) -> set[str]:
         return {
-            r["id"] for r in truth[kind]
+            r["id"]
+            for r in truth[kind]
             if r["relationships"]["conversation"]["data"]["id"] in conversation_ids
         }
 
@@ -67,17 +68,20 @@ def start(sandbox: Sandbox) -> Sandbox:
 
 @pytest.fixture(scope="module")
 def org():
-    sandbox = start(Sandbox(SandboxOptions(seed=11, api_key=API_KEY, customers=80,
-                                           conversations=400)))
+    sandbox = start(
+        Sandbox(SandboxOptions(seed=11, api_key=API_KEY, customers=80, conversations=400))
+    )
     yield sandbox
     sandbox.stop()
 
 
 # 1. The search cap.
 
+
 def test_more_than_ten_thousand_resolved_conversations_are_all_walked():
-    with Sandbox(SandboxOptions(seed=5, api_key=API_KEY, customers=50,
-                                conversations=13_500, months=6)) as sandbox:
+    with Sandbox(
+        SandboxOptions(seed=5, api_key=API_KEY, customers=50, conversations=13_500, months=6)
+    ) as sandbox:
         sandbox.base_url = sandbox.start()
         expected = expected_resolved(sandbox)
         assert len(expected) > 10_000, "the org must exceed the search cap"
@@ -90,11 +94,18 @@ def test_more_than_ten_thousand_resolved_conversations_are_all_walked():
 
 # 2. Ties.
 
+
 @pytest.mark.parametrize("kind", ["resolve", "import"])
 def test_thousands_sharing_one_timestamp_are_all_emitted(kind: str):
-    with Sandbox(SandboxOptions(seed=9, api_key=API_KEY, customers=2_600,
-                                conversations=300,
-                                tie_clusters=[(kind, 2_500), ("customers", 1_800)])) as sandbox:
+    with Sandbox(
+        SandboxOptions(
+            seed=9,
+            api_key=API_KEY,
+            customers=2_600,
+            conversations=300,
+            tie_clusters=[(kind, 2_500), ("customers", 1_800)],
+        )
+    ) as sandbox:
         sandbox.base_url = sandbox.start()
         expected = expected_resolved(sandbox)
         cluster = next(c for c in sandbox.tie_cluster_times() if c["kind"] == kind)
@@ -108,9 +119,11 @@ def test_thousands_sharing_one_timestamp_are_all_emitted(kind: str):
 
 # 3. Moving data.
 
+
 def test_changes_while_paging_do_not_push_records_out(monkeypatch):
-    with Sandbox(SandboxOptions(seed=21, api_key=API_KEY, customers=60,
-                                conversations=2_400)) as sandbox:
+    with Sandbox(
+        SandboxOptions(seed=21, api_key=API_KEY, customers=60, conversations=2_400)
+    ) as sandbox:
         sandbox.base_url = sandbox.start()
         before = expected_resolved(sandbox)
         ordered = sorted(before)
@@ -119,14 +132,14 @@ def test_changes_while_paging_do_not_push_records_out(monkeypatch):
 
         def search_and_meddle(self, body, page, page_size):
             # Between every two pages: reopen some, re-resolve some, retag some.
-            for cid in ordered[len(moved) * 3 % len(ordered):][:6]:
+            for cid in ordered[len(moved) * 3 % len(ordered) :][:6]:
                 if cid in moved:
                     continue
                 moved.add(cid)
                 sandbox.reply(cid, body="one more thing")
                 if len(moved) % 2:
                     sandbox.resolve(cid)
-            for cid in ordered[-(len(moved) + 3):-len(moved) or None][:3]:
+            for cid in ordered[-(len(moved) + 3) : -len(moved) or None][:3]:
                 sandbox.set_tags(cid, [])
             return original(self, body, page, page_size)
 
@@ -145,13 +158,20 @@ def test_changes_while_paging_do_not_push_records_out(monkeypatch):
 
 # 4. Index lag.
 
+
 def test_late_indexed_records_are_not_lost():
-    with Sandbox(SandboxOptions(seed=33, api_key=API_KEY, customers=40, conversations=200,
-                                index_lag_seconds=240)) as sandbox:
+    with Sandbox(
+        SandboxOptions(
+            seed=33, api_key=API_KEY, customers=40, conversations=200, index_lag_seconds=240
+        )
+    ) as sandbox:
         sandbox.base_url = sandbox.start()
         first = run_tap(config_for(sandbox))
-        open_ids = [c["id"] for c in sandbox.truth(["conversations"])["conversations"]
-                    if c["attributes"]["status"] != "done"]
+        open_ids = [
+            c["id"]
+            for c in sandbox.truth(["conversations"])["conversations"]
+            if c["attributes"]["status"] != "done"
+        ]
         # Resolved a few minutes apart; the search index shows them only 4 minutes later.
         late = open_ids[:5]
         for cid in late:
@@ -165,25 +185,27 @@ def test_late_indexed_records_are_not_lost():
         assert set(late) <= third.ids("conversations")
         assert new_customer in second.ids("customers") | third.ids("customers")
         # Nothing resolved in reach was ever skipped over the three runs.
-        everything = first.ids("conversations") | second.ids("conversations") | third.ids(
-            "conversations")
+        everything = (
+            first.ids("conversations") | second.ids("conversations") | third.ids("conversations")
+        )
         assert expected_resolved(sandbox) <= everything
 
 
 # 5. Incremental runs.
 
+
 @pytest.mark.parametrize("mutability", [False, True])
 def test_next_run_emits_exactly_what_changed(mutability: bool):
-    with Sandbox(SandboxOptions(seed=42, api_key=API_KEY, customers=80,
-                                conversations=400)) as sandbox:
+    with Sandbox(
+        SandboxOptions(seed=42, api_key=API_KEY, customers=80, conversations=400)
+    ) as sandbox:
         sandbox.base_url = sandbox.start()
         config = config_for(sandbox, data_mutability=mutability)
         backfill = run_tap(config)
         assert backfill.ids("conversations") == expected_resolved(sandbox)
         conversations = sandbox.truth(["conversations"])["conversations"]
         done = sorted(c["id"] for c in conversations if c["attributes"]["status"] == "done")
-        still_open = sorted(c["id"] for c in conversations
-                            if c["attributes"]["status"] != "done")
+        still_open = sorted(c["id"] for c in conversations if c["attributes"]["status"] != "done")
         reopened, retagged, customers = done[:6], done[10:14], sandbox.truth(["customers"])
         replies = {}
         for cid in reopened:
@@ -204,9 +226,12 @@ def test_next_run_emits_exactly_what_changed(mutability: bool):
         incremental = run_tap(config, state=backfill.final_state)
         emitted = incremental.ids("conversations")
         changed = set(re_resolved) | set(newly_resolved)
-        boundary = {r["id"] for r in backfill.records("conversations")
-                    if r[("updated_at" if mutability else "resolved_at")]
-                    == backfill.bookmark("conversations")}
+        boundary = {
+            r["id"]
+            for r in backfill.records("conversations")
+            if r[("updated_at" if mutability else "resolved_at")]
+            == backfill.bookmark("conversations")
+        }
         expected = changed | (set(retagged) if mutability else set())
         assert expected <= emitted
         assert emitted - expected <= boundary, "only boundary records may repeat"
@@ -223,32 +248,47 @@ def test_next_run_emits_exactly_what_changed(mutability: bool):
         for cid in re_resolved:
             record = re_resolved_records[cid]
             assert parse_timestamp(record["resolved_at"]) > parse_timestamp(
-                backfill.bookmark("conversations") or "2000-01-01")
+                backfill.bookmark("conversations") or "2000-01-01"
+            )
         # Customers: exactly the new and the updated ones (plus the boundary one).
-        customer_boundary = {r["id"] for r in backfill.records("customers")
-                             if r["updated_at"] == backfill.bookmark("customers")}
+        customer_boundary = {
+            r["id"]
+            for r in backfill.records("customers")
+            if r["updated_at"] == backfill.bookmark("customers")
+        }
         assert {new_customer, updated_customer} <= incremental.ids("customers")
         assert incremental.ids("customers") - {new_customer, updated_customer} <= (
-            customer_boundary)
+            customer_boundary
+        )
 
 
 # 6. State.
 
+
 def _count_records(path, stream: str) -> int:
     marker = f'"stream":"{stream}"'
-    return sum(1 for line in path.read_text().splitlines()
-               if '"RECORD"' in line and marker in line.replace(" ", ""))
+    return sum(
+        1
+        for line in path.read_text().splitlines()
+        if '"RECORD"' in line and marker in line.replace(" ", "")
+    )
 
 
 def test_state_is_emitted_as_the_run_progresses_and_never_passes_an_unemitted_record(org):
     run = run_tap(config_for(org))
-    conversation_states = [s["bookmarks"]["conversations"].get("replication_key_value")
-                           for s in run.states if "conversations" in s.get("bookmarks", {})]
+    conversation_states = [
+        s["bookmarks"]["conversations"].get("replication_key_value")
+        for s in run.states
+        if "conversations" in s.get("bookmarks", {})
+    ]
     progress = [v for v in conversation_states if v]
     assert len(set(progress)) >= 3, "STATE must be emitted while conversations are walked"
     expected = sorted(
-        (r for r in org.truth(["conversations"])["conversations"]
-         if r["id"] in expected_resolved(org)),
+        (
+            r
+            for r in org.truth(["conversations"])["conversations"]
+            if r["id"] in expected_resolved(org)
+        ),
         key=lambda r: r["attributes"]["lastDone"]["createdAt"],
     )
     emitted: set[str] = set()
@@ -257,19 +297,26 @@ def test_state_is_emitted_as_the_run_progresses_and_never_passes_an_unemitted_re
             emitted.add(message["record"]["id"])
         if message["type"] == "STATE":
             bookmark = (message["value"]["bookmarks"].get("conversations") or {}).get(
-                "replication_key_value")
+                "replication_key_value"
+            )
             if not bookmark:
                 continue
-            behind = {r["id"] for r in expected
-                      if parse_timestamp(r["attributes"]["lastDone"]["createdAt"])
-                      < parse_timestamp(bookmark)}
+            behind = {
+                r["id"]
+                for r in expected
+                if parse_timestamp(r["attributes"]["lastDone"]["createdAt"])
+                < parse_timestamp(bookmark)
+            }
             assert behind <= emitted, "a bookmark moved past a record not yet emitted"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_an_interrupted_run_resumes_from_its_last_state_without_loss(tmp_path, sig):
-    with Sandbox(SandboxOptions(seed=8, api_key=API_KEY, customers=300, conversations=800,
-                                latency_ms=2, org_rpm=50_000)) as sandbox:
+    with Sandbox(
+        SandboxOptions(
+            seed=8, api_key=API_KEY, customers=300, conversations=800, latency_ms=2, org_rpm=50_000
+        )
+    ) as sandbox:
         sandbox.base_url = sandbox.start()
         config = config_for(sandbox)
         (tmp_path / "config.json").write_text(json.dumps(config))
@@ -277,7 +324,9 @@ def test_an_interrupted_run_resumes_from_its_last_state_without_loss(tmp_path, s
         with out_path.open("w") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "tap_kustomer", "--config", str(tmp_path / "config.json")],
-                stdout=out, stderr=subprocess.DEVNULL, cwd=REPO,
+                stdout=out,
+                stderr=subprocess.DEVNULL,
+                cwd=REPO,
             )
             deadline = time.time() + 60
             while time.time() < deadline and _count_records(out_path, "conversations") < 200:
@@ -287,8 +336,11 @@ def test_an_interrupted_run_resumes_from_its_last_state_without_loss(tmp_path, s
         first = parse_messages(out_path.read_text())
         states = [m["value"] for m in first if m["type"] == "STATE"]
         assert states, "no STATE before the interruption"
-        first_ids = {m["record"]["id"] for m in first
-                     if m["type"] == "RECORD" and m["stream"] == "conversations"}
+        first_ids = {
+            m["record"]["id"]
+            for m in first
+            if m["type"] == "RECORD" and m["stream"] == "conversations"
+        }
         expected = expected_resolved(sandbox)
         assert first_ids < expected, "the run must have been interrupted mid-way"
         resumed = run_tap(config, state=states[-1])

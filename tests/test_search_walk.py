@@ -66,7 +66,7 @@ class FakeSearch:
         return _parse(rec["attributes"][FIELDS[field][0]])
 
     def _match(self, rec: dict, criterion: dict) -> bool:
-        (field, ops), = criterion.items()
+        ((field, ops),) = criterion.items()
         value = self._value(rec, field)
         for op, raw in ops.items():
             bound = _parse(raw)
@@ -80,8 +80,15 @@ class FakeSearch:
 
 
 def walk_ids(search: FakeSearch, lower: datetime | None = None, upper: datetime | None = None):
-    walk = SearchWalk(search=search, query_context="conversation", criteria=[], keys=KEYS,
-                      lower=lower, upper=upper, cap=search.cap)
+    walk = SearchWalk(
+        search=search,
+        query_context="conversation",
+        criteria=[],
+        keys=KEYS,
+        lower=lower,
+        upper=upper,
+        cap=search.cap,
+    )
     out = []
     for page in walk.pages():
         out.extend(page)
@@ -113,8 +120,9 @@ def test_walks_past_the_cap_without_page_numbers():
 
 def test_ties_longer_than_a_page_are_walked_by_the_next_key():
     tie_time = BASE + timedelta(days=1)
-    tied = [record(100_000 + i, tie_time, BASE + timedelta(seconds=i), tie_time)
-            for i in range(3_000)]
+    tied = [
+        record(100_000 + i, tie_time, BASE + timedelta(seconds=i), tie_time) for i in range(3_000)
+    ]
     records = spread(700) + tied + spread(300, start=50_000)
     for r in records[-300:]:
         r["attributes"]["doneAt"] = format_timestamp(tie_time + timedelta(minutes=5))

@@ -15,8 +15,16 @@ from tests.test_scenarios import API_KEY, config_for, expected_resolved, settle,
 
 @pytest.fixture(scope="module")
 def org():
-    with Sandbox(SandboxOptions(seed=23, api_key=API_KEY, customers=150, conversations=1_500,
-                                org_rpm=100_000, search_rpm=100_000)) as sandbox:
+    with Sandbox(
+        SandboxOptions(
+            seed=23,
+            api_key=API_KEY,
+            customers=150,
+            conversations=1_500,
+            org_rpm=100_000,
+            search_rpm=100_000,
+        )
+    ) as sandbox:
         sandbox.base_url = sandbox.start()
         yield sandbox
 
@@ -31,8 +39,11 @@ def grouped(run, stream: str) -> dict[str, set[str]]:
 def test_every_strategy_emits_exactly_the_whole_threads(org):
     expected = expected_resolved(org)
     messages, notes = thread_ids(org, expected)
-    long_threads = [c for c in org.truth(["conversations"])["conversations"]
-                    if c["id"] in expected and c["attributes"]["messageCount"] > 100]
+    long_threads = [
+        c
+        for c in org.truth(["conversations"])["conversations"]
+        if c["id"] in expected and c["attributes"]["messageCount"] > 100
+    ]
     assert long_threads, "the org must have threads longer than one page"
     runs = {}
     for strategy in ("per_conversation", "bulk", "auto"):
@@ -74,8 +85,9 @@ def test_auto_never_costs_more_than_per_conversation_on_a_small_incremental(org)
     outputs = {}
     for strategy in ("per_conversation", "auto"):
         org.reset_stats()
-        outputs[strategy] = run_tap(config_for(org, thread_strategy=strategy),
-                                    state=backfill.final_state)
+        outputs[strategy] = run_tap(
+            config_for(org, thread_strategy=strategy), state=backfill.final_state
+        )
         costs[strategy] = org.stats()["total_requests"]
     assert costs["auto"] <= costs["per_conversation"], costs
     assert outputs["auto"].ids("messages") == outputs["per_conversation"].ids("messages")
@@ -88,17 +100,28 @@ class FakeApi:
     def __init__(self) -> None:
         base = "2025-05-01T10:00:00.000Z"
         self.conversations = [
-            {"id": f"c{i}", "attributes": {
-                "createdAt": base, "updatedAt": "2025-05-01T12:00:00.000Z",
-                "messageCount": 3, "noteCount": 0}}
+            {
+                "id": f"c{i}",
+                "attributes": {
+                    "createdAt": base,
+                    "updatedAt": "2025-05-01T12:00:00.000Z",
+                    "messageCount": 3,
+                    "noteCount": 0,
+                },
+            }
             for i in range(40)
         ]
         self.messages = [
-            {"id": f"m{i}-{j}", "attributes": {
-                "createdAt": f"2025-05-01T1{j}:00:00.00{i % 10}Z",
-                "updatedAt": f"2025-05-01T1{j}:00:00.00{i % 10}Z"},
-             "relationships": {"conversation": {"data": {"id": f"c{i}"}}}}
-            for i in range(40) for j in range(3)
+            {
+                "id": f"m{i}-{j}",
+                "attributes": {
+                    "createdAt": f"2025-05-01T1{j}:00:00.00{i % 10}Z",
+                    "updatedAt": f"2025-05-01T1{j}:00:00.00{i % 10}Z",
+                },
+                "relationships": {"conversation": {"data": {"id": f"c{i}"}}},
+            }
+            for i in range(40)
+            for j in range(3)
         ]
         self.lists = 0
         self.searches = 0
@@ -106,15 +129,18 @@ class FakeApi:
     def search(self, body, page, size):
         self.searches += 1
         visible = [m for m in self.messages if m["id"] != "m7-1"]  # index lost one
-        data = visible[(page - 1) * size: page * size] if page == 1 else []
+        data = visible[(page - 1) * size : page * size] if page == 1 else []
         return {"data": data, "meta": {"total": len(visible)}}
 
     def request_json(self, method, path, params=None):
         self.lists += 1
         cid = path.split("/")[3]
-        return {"data": [m for m in self.messages
-                         if m["relationships"]["conversation"]["data"]["id"] == cid],
-                "links": {"next": None}}
+        return {
+            "data": [
+                m for m in self.messages if m["relationships"]["conversation"]["data"]["id"] == cid
+            ],
+            "links": {"next": None},
+        }
 
 
 def test_a_bulk_thread_that_does_not_match_its_count_is_read_per_conversation():
