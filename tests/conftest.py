@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +13,34 @@ from pathlib import Path
 import pytest
 
 from tests.postgres import LocalPostgres
+
+
+def _is_loopback(host: object) -> bool:
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(str(host)).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _loopback_only() -> Iterator[None]:
+    """No test reaches past this machine: in-process connections go to loopback only."""
+    original = socket.socket.connect
+
+    def connect(self: socket.socket, address: object) -> None:
+        inet = self.family in (socket.AF_INET, socket.AF_INET6)
+        if inet and isinstance(address, tuple) and not _is_loopback(address[0]):
+            msg = f"tests may only connect to loopback, not {address[0]}"
+            raise ConnectionRefusedError(msg)
+        original(self, address)  # type: ignore[arg-type]
+
+    socket.socket.connect = connect  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        socket.socket.connect = original  # type: ignore[method-assign]
 
 
 @pytest.fixture(scope="session")

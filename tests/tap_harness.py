@@ -15,6 +15,21 @@ from pathlib import Path
 from tap_kustomer.tap import TapKustomer
 
 REPO = Path(__file__).resolve().parent.parent
+#: Environment for a tap process under test: any HTTP(S) request to a host other than
+#: loopback goes to a closed local port instead of the internet.
+LOOPBACK_ONLY = {
+    "HTTP_PROXY": "http://127.0.0.1:9",
+    "HTTPS_PROXY": "http://127.0.0.1:9",
+    "NO_PROXY": "127.0.0.1,localhost,::1",
+}
+
+
+def tap_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without TAP_KUSTOMER_* settings, loopback only."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAP_KUSTOMER_")}
+    env.update(LOOPBACK_ONLY)
+    env.update(extra or {})
+    return env
 STREAMS = ("conversations", "messages", "notes", "customers", "tags")
 
 
@@ -106,15 +121,13 @@ def run_cli(
         state_path = tmp_path / "state.json"
         state_path.write_text(json.dumps(state))
         command += ["--state", str(state_path)]
-    process_env = {k: v for k, v in os.environ.items() if not k.startswith("TAP_KUSTOMER_")}
-    process_env.update(env or {})
     done = subprocess.run(
         command,
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=REPO,
-        env=process_env,
+        env=tap_env(env),
         check=False,
     )
     return TapRun(parse_messages(done.stdout), done.returncode, done.stderr, done.stdout)

@@ -18,7 +18,7 @@ import pytest
 from tap_kustomer.search import parse_timestamp
 from tap_kustomer.streams import ConversationsStream
 from tests.sandbox import Sandbox, SandboxOptions
-from tests.tap_harness import REPO, parse_messages, run_tap
+from tests.tap_harness import REPO, parse_messages, run_tap, tap_env
 
 API_KEY = "scenario-key"
 LAG_MINUTES = 10
@@ -327,6 +327,7 @@ def test_an_interrupted_run_resumes_from_its_last_state_without_loss(tmp_path, s
                 stdout=out,
                 stderr=subprocess.DEVNULL,
                 cwd=REPO,
+                env=tap_env(),
             )
             deadline = time.time() + 60
             while time.time() < deadline and _count_records(out_path, "conversations") < 200:
