@@ -7,6 +7,7 @@ connections and unreadable bodies, and fails with a one-line, secret-free messag
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import typing as t
@@ -164,14 +165,10 @@ class KustomerStream(RESTStream[t.Any]):
     # RecordConformer already makes every nested value match its type (faster, and it
     # converts instead of dropping); the SDK only needs to look at the top level.
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.ROOT_ONLY
-    #: The resource this stream reads, for role errors.
-    resource = "conversation"
-    #: Set by the tap when ``skip_unauthorized_streams`` is on.
-    skip_when_forbidden = False
     #: ``GET /v1/metadata/{this}`` describes the stream's custom attributes.
     metadata_resource: str | None = None
 
-    @property
+    @cached_property
     def url_base(self) -> str:
         """Scheme and host only; paths carry ``/v1`` themselves, like the API's links."""
         return resolve_api_url(self.config)
@@ -346,14 +343,17 @@ class KustomerStream(RESTStream[t.Any]):
             resource=resource,
         )
 
+    def _get_once(self, path: str, timeout: float) -> requests.Response:
+        """One authenticated GET without retries, for checks that must not stall."""
+        prepared = self.build_prepared_request(
+            method="GET", url=f"{self.url_base}{path}", headers=self.http_headers
+        )
+        return self.requests_session.send(self.authenticator(prepared), timeout=timeout)
+
     def _key_state(self) -> str:
         """'valid', 'invalid' or 'expired', asked of the endpoint any valid key may call."""
-        url = f"{self.url_base}{API_PREFIX}/auth/tokens/current"
-        prepared = self.build_prepared_request(method="GET", url=url, headers=self.http_headers)
         try:
-            response = self.requests_session.send(
-                self.authenticator(prepared), timeout=self.timeout
-            )
+            response = self._get_once(f"{API_PREFIX}/auth/tokens/current", self.timeout)
         except requests.RequestException:
             return "valid"
         if response.status_code in {HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN}:
@@ -369,10 +369,8 @@ class KustomerStream(RESTStream[t.Any]):
         if not self.metadata_resource or not self.config.get("api_key"):
             return {}
         try:
-            url = f"{self.url_base}{API_PREFIX}/metadata/{self.metadata_resource}"
-            prepared = self.build_prepared_request(method="GET", url=url, headers=self.http_headers)
-            response = self.requests_session.send(
-                self.authenticator(prepared), timeout=min(self.timeout, 30)
+            response = self._get_once(
+                f"{API_PREFIX}/metadata/{self.metadata_resource}", min(self.timeout, 30)
             )
             body = response.json() if response.ok else None
         except ConfigurationError:
@@ -421,7 +419,7 @@ class KustomerStream(RESTStream[t.Any]):
 
     def skip_if_allowed(self, error: PermissionDeniedError) -> bool:
         """With ``skip_unauthorized_streams``, log why this stream is skipped; else False."""
-        if not self.skip_when_forbidden:
+        if not self.config.get("skip_unauthorized_streams"):
             return False
         self.logger.warning(
             "Skipping stream '%s': the API key lacks %s (skip_unauthorized_streams is on)",
@@ -455,39 +453,17 @@ class KustomerStream(RESTStream[t.Any]):
             headers=self.http_headers,
             json=body,
         )
-        tries = self.backoff_max_tries()
         refused = [0]
 
         def give_up(exc: Exception) -> bool:
             # A host that refuses or does not resolve rarely recovers within a run.
-            if (
-                isinstance(exc, requests.exceptions.ConnectionError)
-                and not isinstance(
-                    exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.Timeout)
-                )
-                and "Connection aborted" not in str(exc)
-            ):
+            if _is_refused(exc):
                 refused[0] += 1
                 return connection_tries is not None and refused[0] >= connection_tries
             return False
 
-        send = backoff.on_exception(
-            self.backoff_wait_generator,
-            RETRIABLE_EXCEPTIONS,
-            max_tries=tries,
-            giveup=give_up,
-            raise_on_giveup=True,
-            on_backoff=self.backoff_handler,
-            jitter=self.backoff_jitter,
-            logger=None,
-        )(self._request)
-        try:
-            response = send(prepared, context)
-        except RetriableAPIError as exc:
-            raise ApiUnavailableError(give_up_message(exc, tries)) from exc
-        except requests.RequestException as exc:
-            attempts = refused[0] or tries
-            raise ApiUnavailableError(unreachable_message(self.url_base, exc, attempts)) from exc
+        with self._one_line_errors(refused):
+            response = self.request_decorator(self._request, giveup=give_up)(prepared, context)
         return getattr(response, _JSON_CACHE_ATTR, None) or self._decode(response)
 
     def search(self, body: dict[str, t.Any], page: int, page_size: int) -> dict[str, t.Any]:
@@ -496,12 +472,18 @@ class KustomerStream(RESTStream[t.Any]):
             "POST", SEARCH_PATH, params={"page": page, "pageSize": page_size}, body=body
         )
 
-    def request_decorator(self, func: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
+    def request_decorator(
+        self,
+        func: t.Callable[..., t.Any],
+        *,
+        giveup: t.Callable[[Exception], bool] | None = None,
+    ) -> t.Callable[..., t.Any]:
         """The SDK's retry loop, without its logger (our handler logs, redacted)."""
         return backoff.on_exception(
             self.backoff_wait_generator,
             RETRIABLE_EXCEPTIONS,
             max_tries=self.backoff_max_tries,
+            giveup=giveup or (lambda exc: False),
             on_backoff=self.backoff_handler,
             jitter=self.backoff_jitter,
             logger=None,
@@ -509,14 +491,31 @@ class KustomerStream(RESTStream[t.Any]):
 
     def request_records(self, context: Context | None) -> t.Iterable[dict]:
         """The SDK's paginated requests, with the same one-line errors as direct ones."""
-        try:
+        with self._one_line_errors():
             yield from super().request_records(context)
+
+    @contextlib.contextmanager
+    def _one_line_errors(self, refused: list[int] | None = None) -> t.Iterator[None]:
+        """Turn an exhausted retry loop into one line saying what failed and what next."""
+        tries = self.backoff_max_tries()
+        try:
+            yield
         except RetriableAPIError as exc:
-            raise ApiUnavailableError(give_up_message(exc, self.backoff_max_tries())) from exc
+            raise ApiUnavailableError(give_up_message(exc, tries)) from exc
         except requests.RequestException as exc:
-            raise ApiUnavailableError(
-                unreachable_message(self.url_base, exc, self.backoff_max_tries())
-            ) from exc
+            attempts = (refused[0] if refused else 0) or tries
+            raise ApiUnavailableError(unreachable_message(self.url_base, exc, attempts)) from exc
+
+
+def _is_refused(exc: Exception) -> bool:
+    """A connection that never opened (refused, unknown host), not one that broke."""
+    return (
+        isinstance(exc, requests.exceptions.ConnectionError)
+        and not isinstance(
+            exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.Timeout)
+        )
+        and "Connection aborted" not in str(exc)
+    )
 
 
 class NotFoundError(FatalAPIError):

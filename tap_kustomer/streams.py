@@ -142,7 +142,6 @@ class ConversationsStream(SearchedStream):
     name = "conversations"
     primary_keys = ("id",)
     query_context = "conversation"
-    resource = "conversation"
     metadata_resource = "conversation"
     schema = CustomAttributeSchema(SCHEMAS)
     # Each conversation carries its thread, so a STATE every 100 is every ~1,000 records.
@@ -368,7 +367,6 @@ class MessagesStream(ThreadStream):
 
     name = "messages"
     path = "/v1/conversations/{conversation_id}/messages"
-    resource = "message"
     metadata_resource = "message"
     schema = CustomAttributeSchema(SCHEMAS)
 
@@ -389,7 +387,6 @@ class NotesStream(ThreadStream):
 
     name = "notes"
     path = "/v1/conversations/{conversation_id}/notes"
-    resource = "note"
     schema = StreamSchema(SCHEMAS)
 
 
@@ -400,7 +397,6 @@ class CustomersStream(SearchedStream):
     primary_keys = ("id",)
     replication_key = "updated_at"
     query_context = "customer"
-    resource = "customer"
     metadata_resource = "customer"
     schema = CustomAttributeSchema(SCHEMAS)
     STATE_MSG_FREQUENCY = 1000
@@ -434,7 +430,6 @@ class TagsStream(KustomerStream):
     name = "tags"
     path = "/v1/tags"
     primary_keys = ("id",)
-    resource = "tag"
     schema = StreamSchema(SCHEMAS)
     page_size = 100
 

@@ -256,9 +256,6 @@ class TapKustomer(Tap):
         emitted: writing it when a run must stop lets the next run resume there.
         """
         self.preflight()
-        for stream in self.streams.values():
-            if isinstance(stream, streams.KustomerStream):
-                stream.skip_when_forbidden = bool(self.config.get("skip_unauthorized_streams"))
         try:
             super().sync_all()
         except BaseException:
