@@ -32,16 +32,20 @@ HEADER = (
 OPTION_LABELS = {"us": "US", "eu": "EU", "in": "India"}
 
 
-def about() -> dict[str, Any]:
-    """The tap's ``--about`` document (run from this checkout's environment)."""
-    out = subprocess.run(
-        [sys.executable, "-m", "tap_kustomer", "--about", "--format", "json"],
+def about_output(fmt: str) -> str:
+    """``tap-kustomer --about --format FMT``, run from this checkout's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "tap_kustomer", "--about", "--format", fmt],
         check=True,
         capture_output=True,
         text=True,
         cwd=ROOT,
     ).stdout
-    return dict(json.loads(out))
+
+
+def about() -> dict[str, Any]:
+    """The tap's ``--about`` document."""
+    return dict(json.loads(about_output("json")))
 
 
 def _types(prop: dict[str, Any]) -> set[str]:

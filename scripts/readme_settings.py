@@ -7,11 +7,9 @@ python -m scripts.readme_settings --check    # exit 1 if README.md is stale
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from scripts.hub_definition import ROOT, about_output
+
 README = ROOT / "README.md"
 START = "<!-- settings:start -->"
 END = "<!-- settings:end -->"
@@ -20,13 +18,7 @@ END = "<!-- settings:end -->"
 def settings_table(markdown: str | None = None) -> str:
     """The settings table (header row to last row) of the tap's markdown ``--about``."""
     if markdown is None:
-        markdown = subprocess.run(
-            [sys.executable, "-m", "tap_kustomer", "--about", "--format", "markdown"],
-            check=True,
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-        ).stdout
+        markdown = about_output("markdown")
     lines = markdown.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("| Setting"))
     end = start
