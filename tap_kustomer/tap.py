@@ -334,6 +334,25 @@ def check_config(config: t.Mapping[str, t.Any]) -> None:
 _CLI_STATE: dict[str, bool] = {"debug": False}
 
 
+def _limit_heap_arenas(arenas: int = 2) -> None:
+    """Let the process's threads share two glibc heap arenas instead of one each.
+
+    Each worker thread that parses search pages would otherwise keep an arena of its
+    own, holding freed pages: 15-30 MB of resident memory for nothing. Linux with
+    glibc only; anywhere else this does nothing.
+    """
+    if not sys.platform.startswith("linux") or os.environ.get("MALLOC_ARENA_MAX"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_arena_max = -8  # from glibc's malloc.h
+        libc.mallopt(m_arena_max, arenas)
+    except (OSError, AttributeError):
+        return
+
+
 def main() -> None:
     """Run the CLI; print a one-line error (no traceback) for anything the user can fix.
 
@@ -341,6 +360,7 @@ def main() -> None:
     (shown only with ``debug``) can carry the API key.
     """
     sys.stderr = RedactingStream(sys.stderr, _secrets_from_argv())
+    _limit_heap_arenas()
     _CLI_STATE["debug"] = os.environ.get("TAP_KUSTOMER_DEBUG", "").lower() in {"1", "true"}
     try:
         exit_code = TapKustomer.cli(standalone_mode=False)

@@ -11,6 +11,12 @@ Two ways to read the threads of a batch of conversations, chosen by cost:
   page, and group them by conversation; a backfill reads thousands of threads with a
   few dozen requests.
 
+The bulk read is continuous across batches: it moves forward through creation time
+and keeps, besides the batch's own items, those of the conversations of the next few
+batches (the walk reads them ahead). A thread that began batches before its
+conversation was resolved is then read once, not once per batch whose window it
+overlaps. A conversation created before the read reached it gets a catch-up window.
+
 Bulk results are accepted only for a thread whose size equals the conversation's own
 ``messageCount``/``noteCount``; any other thread is fetched per conversation, so the
 output is always exactly the whole thread.
@@ -43,6 +49,9 @@ _MAX_THREAD_PAGES = 10_000
 MIN_BULK_SAVING = 4
 #: Conversations whose threads are fetched one by one together (and held in memory).
 PER_CONVERSATION_CHUNK = 50
+#: Conversations read ahead of the batch being written; the bulk read keeps their
+#: items as it passes them (four search pages of conversations).
+LOOKAHEAD_CONVERSATIONS = 2_000
 STRATEGIES = ("auto", "per_conversation", "bulk")
 
 T = t.TypeVar("T")
@@ -100,6 +109,25 @@ MESSAGES = ThreadKind("messages", "messages", "message", "messageCount")
 NOTES = ThreadKind("notes", "notes", "note", "noteCount")
 
 
+_LIFETIME_ATTRIBUTES = ("createdAt", "updatedAt", "lastMessageAt", "lastActivityAt")
+
+
+def planning_view(conversation: dict[str, t.Any]) -> dict[str, t.Any]:
+    """What the planner needs of a conversation read ahead: its id, lifetime and counts.
+
+    A tenth of the memory of the whole record, for the thousands waiting ahead.
+    """
+    attributes = conversation.get("attributes") or {}
+    view = {name: attributes[name] for name in _LIFETIME_ATTRIBUTES if name in attributes}
+    for kind in (MESSAGES, NOTES):
+        if kind.count_attribute in attributes:
+            view[kind.count_attribute] = attributes[kind.count_attribute]
+    last_done = attributes.get("lastDone")
+    if isinstance(last_done, dict):
+        view["lastDone"] = {"createdAt": last_done.get("createdAt")}
+    return {"id": conversation.get("id"), "attributes": view}
+
+
 def _count(conversation: dict[str, t.Any], name: str) -> int | None:
     value = (conversation.get("attributes") or {}).get(name)
     return value if isinstance(value, int) and value >= 0 else None
@@ -128,6 +156,43 @@ class _Density:
 
     def rate(self) -> float | None:
         return self.items / self.seconds if self.seconds else None
+
+
+@dataclass
+class _Coverage:
+    """The continuous bulk read of one kind (messages or notes).
+
+    Items created from ``start`` to ``end`` have been read; of those, the items of the
+    watched conversations are held. A conversation watched since some ``end`` (its
+    ``since``) holds its items created after that; ``None``: since ``start``.
+    """
+
+    start: datetime | None = None
+    end: datetime | None = None
+    since: dict[str, datetime | None] = field(default_factory=dict)
+    held: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict)
+
+    def watch(self, cid: str) -> None:
+        """Keep this conversation's items from now on."""
+        if cid not in self.since:
+            self.since[cid] = self.end
+            self.held[cid] = {}
+
+    def forget(self, cid: str) -> None:
+        """Its thread was written: stop keeping its items."""
+        self.since.pop(cid, None)
+        self.held.pop(cid, None)
+
+    def covered_from(self, cid: str) -> datetime | None:
+        """Items of ``cid`` created from here on are held (None: nothing is read yet)."""
+        since = self.since.get(cid)
+        return since if since is not None else self.start
+
+    def restart(self, at: datetime | None) -> None:
+        """Begin a new read range at ``at``: every watched conversation is kept from it."""
+        self.start = self.end = at
+        for cid in self.since:
+            self.since[cid] = None
 
 
 class ThreadPlanner:
@@ -159,6 +224,7 @@ class ThreadPlanner:
         self.logger = logger or logging.getLogger(__name__)
         self.stats = ThreadStats()
         self._density = {MESSAGES.name: _Density(), NOTES.name: _Density()}
+        self._coverage = {MESSAGES.name: _Coverage(), NOTES.name: _Coverage()}
         self._lock = threading.Lock()
 
     def kinds(self) -> list[ThreadKind]:
@@ -172,21 +238,27 @@ class ThreadPlanner:
         return {str(c.get("id")): thread for c, thread in self.threads(conversations)}
 
     def threads(
-        self, conversations: t.Sequence[dict[str, t.Any]]
+        self,
+        conversations: t.Sequence[dict[str, t.Any]],
+        upcoming: t.Sequence[dict[str, t.Any]] = (),
     ) -> t.Iterator[tuple[dict[str, t.Any], Thread]]:
         """Each conversation of the batch with its whole thread, in the batch's order.
 
-        Threads read one by one are fetched a chunk of conversations at a time, so
-        memory holds one chunk's threads, not the whole batch's.
+        ``upcoming`` are the conversations of the next batches, if already known: the
+        bulk read keeps their items as it passes them. Threads read one by one are
+        fetched a chunk of conversations at a time, so memory holds one chunk's
+        threads, not the whole batch's.
         """
         threads = {str(c.get("id")): Thread() for c in conversations}
         self.stats.conversations += len(conversations)
         kinds = self.kinds()
         if self.strategy != "per_conversation" and len(kinds) > 1 and self.workers > 1:
             with ThreadPoolExecutor(len(kinds), thread_name_prefix="bulk-thread") as pool:
-                results = list(pool.map(lambda k: self._plan(k, conversations, threads), kinds))
+                results = list(
+                    pool.map(lambda k: self._plan(k, conversations, upcoming, threads), kinds)
+                )
         else:
-            results = [self._plan(kind, conversations, threads) for kind in kinds]
+            results = [self._plan(kind, conversations, upcoming, threads) for kind in kinds]
         pending: dict[str, list[ThreadKind]] = {}
         for remaining in results:
             for cid, kind in remaining:
@@ -206,6 +278,7 @@ class ThreadPlanner:
         self,
         kind: ThreadKind,
         conversations: t.Sequence[dict[str, t.Any]],
+        upcoming: t.Sequence[dict[str, t.Any]],
         threads: dict[str, Thread],
     ) -> list[tuple[str, ThreadKind]]:
         """Fill what the bulk path can; return the (conversation, kind) pairs left over."""
@@ -218,15 +291,38 @@ class ThreadPlanner:
                 continue
             needed[str(conversation.get("id"))] = conversation
         if self.strategy != "per_conversation" and needed:
-            self._bulk(kind, needed, threads)
+            coverage = self._coverage[kind.name]
+            try:
+                self._bulk(kind, needed, upcoming, threads)
+            finally:
+                for conversation in conversations:
+                    coverage.forget(str(conversation.get("id")))
         return [(cid, kind) for cid in needed]
 
     # The bulk path.
 
     def _bulk(
-        self, kind: ThreadKind, needed: dict[str, dict[str, t.Any]], threads: dict[str, Thread]
+        self,
+        kind: ThreadKind,
+        needed: dict[str, dict[str, t.Any]],
+        upcoming: t.Sequence[dict[str, t.Any]],
+        threads: dict[str, Thread],
     ) -> None:
-        """Read the batch's items through search; remove the threads it completed."""
+        """Read the batch's items through search; remove the threads it completed.
+
+        First the continuous read moves forward to the batch's end (keeping the items
+        of this batch and the upcoming ones), then a catch-up window reads what the
+        continuous read passed before it watched a conversation.
+        """
+        coverage = self._coverage[kind.name]
+        later = {
+            str(c.get("id")): c
+            for c in upcoming
+            if _count(c, kind.count_attribute) != 0 and str(c.get("id")) not in needed
+        }
+        for cid in [*needed, *later]:
+            coverage.watch(cid)
+        self._accept(kind, needed, threads)
         spans = self._spans(needed.values())
         if not spans:
             return
@@ -234,9 +330,69 @@ class ThreadPlanner:
             cid: kind.pages_for(_count(c, kind.count_attribute)) for cid, c in needed.items()
         }
         start, end, inside = self._window(kind, spans, per_conversation)
-        inside_cost = sum(per_conversation[cid] for cid in inside)
-        if self.strategy == "auto" and inside_cost < MIN_BULK_SAVING:
+        benefit = sum(per_conversation[cid] for cid in inside) + sum(
+            kind.pages_for(_count(c, kind.count_attribute)) for c in later.values()
+        )
+        if self.strategy == "auto" and benefit < MIN_BULK_SAVING:
             return
+        if coverage.end is None or (
+            start > coverage.end and self._skip_pays(kind, coverage.end, start, later)
+        ):
+            coverage.restart(start)
+        assert coverage.end is not None
+        if end > coverage.end:
+            if self._read(kind, coverage.end, end, set(coverage.since), benefit):
+                coverage.end = end
+            else:
+                coverage.restart(None)
+        self._accept(kind, needed, threads)
+        self._catch_up(kind, needed, threads, per_conversation)
+
+    def _catch_up(
+        self,
+        kind: ThreadKind,
+        needed: dict[str, dict[str, t.Any]],
+        threads: dict[str, Thread],
+        per_conversation: dict[str, int],
+    ) -> None:
+        """One window for the conversations created before the read began to keep them."""
+        coverage = self._coverage[kind.name]
+        gaps = {}
+        for cid, (created, _) in self._spans(needed.values()).items():
+            covered = coverage.covered_from(cid)
+            if covered is not None and created < covered:
+                gaps[cid] = (created, covered)
+        if not gaps:
+            return
+        start, end, inside = self._window(kind, gaps, per_conversation)
+        benefit = sum(per_conversation[cid] for cid in inside)
+        if self.strategy == "auto" and benefit < MIN_BULK_SAVING:
+            return
+        self._read(kind, start, end, inside, benefit)
+        self._accept(kind, needed, threads)
+
+    def _skip_pays(
+        self, kind: ThreadKind, end: datetime, start: datetime, later: dict[str, t.Any]
+    ) -> bool:
+        """Whether jumping the read from ``end`` to ``start`` saves more than it loses.
+
+        The jump saves the searches of the skipped span; it loses the items held for
+        upcoming conversations created before ``start``, at most a request each.
+        """
+        rate = self._density[kind.name].rate() or 0.0
+        saved = rate * (start - end).total_seconds() / SEARCH_PAGE_SIZE
+        spans = self._spans(later.values())
+        lost = sum(1 for created, _ in spans.values() if created < start)
+        return saved > lost
+
+    def _read(
+        self, kind: ThreadKind, start: datetime, end: datetime, keep: set[str], benefit: int
+    ) -> bool:
+        """Search the items created from ``start`` to ``end``; hold those of ``keep``.
+
+        In auto, a read whose first page shows it costs at least ``benefit`` (what
+        it saves) stops there; returns whether the whole window was read.
+        """
         assert self.search is not None
         walk = SearchWalk(
             search=self._counted_search,
@@ -249,31 +405,38 @@ class ThreadPlanner:
             lower=start,
             upper=end,
         )
-        # Per conversation: item id -> (createdAt, compact JSON of the item).
-        found: dict[str, dict[str, tuple[str, str]]] = {cid: {} for cid in inside}
+        held = self._coverage[kind.name].held
         read = 0
         for page in walk.pages():
             for item in page:
                 cid = _conversation_of(item)
-                if cid in found:
-                    found[cid][str(item.get("id"))] = (
+                if cid in keep and cid in held:
+                    held[cid][str(item.get("id"))] = (
                         _created(item),
                         json.dumps(item, separators=(",", ":")),
                     )
             read += len(page)
             if self.strategy == "auto" and walk.stats.requests == 1:
                 total = walk.stats.first_total
-                bulk_cost = math.ceil((total or read) / SEARCH_PAGE_SIZE)
-                if bulk_cost >= inside_cost:
-                    break  # Dearer than per conversation: keep what this page completed.
+                if math.ceil((total or read) / SEARCH_PAGE_SIZE) >= benefit:
+                    return False  # Dearer than per conversation: keep what this page held.
         self._density[kind.name].observe(
             walk.stats.first_total or read, (end - start).total_seconds()
         )
-        for cid, items in found.items():
+        return True
+
+    def _accept(
+        self, kind: ThreadKind, needed: dict[str, dict[str, t.Any]], threads: dict[str, Thread]
+    ) -> None:
+        """Take every thread of the batch whose held items match its count."""
+        held = self._coverage[kind.name].held
+        for cid in list(needed):
+            items = held.get(cid)
             expected = _count(needed[cid], kind.count_attribute)
-            if expected is not None and len(items) == expected:
+            if items and expected is not None and len(items) == expected:
                 setattr(threads[cid], kind.name, [text for _, text in sorted(items.values())])
                 del needed[cid]
+                held[cid] = {}
                 with self._lock:
                     self.stats.bulk_threads += 1
 
@@ -293,10 +456,7 @@ class ThreadPlanner:
         for conversation in conversations:
             attributes = conversation.get("attributes") or {}
             created = parse_timestamp(attributes.get("createdAt"))
-            ends = [
-                parse_timestamp(attributes.get(name))
-                for name in ("updatedAt", "lastMessageAt", "lastActivityAt")
-            ]
+            ends = [parse_timestamp(attributes.get(name)) for name in _LIFETIME_ATTRIBUTES[1:]]
             ends.append(parse_timestamp((attributes.get("lastDone") or {}).get("createdAt")))
             latest = max((e for e in ends if e is not None), default=None)
             if created is None or latest is None:

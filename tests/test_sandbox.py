@@ -15,6 +15,7 @@ import requests
 
 from tests.sandbox import KeySpec, Sandbox, SandboxOptions
 from tests.sandbox.clock import fmt_ms, parse_ts
+from tests.sandbox.search import Query, build_fields
 
 KEY = "test-key"
 NOW = "2025-06-01T12:00:00.000Z"
@@ -337,6 +338,41 @@ def test_search_ties_ordered_deterministically():
         assert len(first) == 250
         assert first == all_ids(box, body, page_size=100)
         assert first == sorted(first)  # final tie-break: id ascending
+
+
+def test_indexed_search_pages_match_a_full_scan():
+    """Range + other criteria + multi-key sort: every page equals the unindexed order."""
+    box = make(conversations=400, tie_clusters=[("resolve", 120)])
+    with box:
+        store = box.store
+        at = fmt_ms(parse_ts(box.tie_cluster_times()[0]["at"]) - 60_000)
+        body = {
+            "and": [
+                {"conversation_status": {"equals": "done"}},
+                {"conversation_last_done_created_at": {"gte": "2000-01-01T00:00:00.000Z"}},
+                {"conversation_last_done_created_at": {"gte": at}},
+                {"conversation_updated_at": {"gte": "2000-01-01T00:00:00.000Z"}},
+            ],
+            # ids follow creation time: a later key in another order shows misorders
+            "sort": [
+                {"conversation_last_done_created_at": "asc"},
+                {"conversation_priority": "desc"},
+                {"conversation_created_at": "desc"},
+            ],
+            "queryContext": "conversation",
+        }
+        expected = [
+            r["id"] for r in Query(store, body, build_fields(store)).run(store.conversations)
+        ]
+        assert len(expected) > 120
+        for size in (7, 50, 500):
+            assert all_ids(box, body, page_size=size) == expected
+        # The conversation walk's shape: one cursor, then a narrower one.
+        body["and"][2] = {"conversation_last_done_created_at": {"gt": at}}
+        expected = [
+            r["id"] for r in Query(store, body, build_fields(store)).run(store.conversations)
+        ]
+        assert all_ids(box, body, page_size=50) == expected
 
 
 def test_search_pagination_links_and_clamp(ro):

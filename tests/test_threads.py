@@ -6,6 +6,7 @@ import collections
 from datetime import timedelta
 
 import pytest
+import requests
 
 from tap_kustomer.threads import MESSAGES, ThreadPlanner
 from tests.sandbox import Sandbox, SandboxOptions
@@ -92,6 +93,94 @@ def test_auto_never_costs_more_than_per_conversation_on_a_small_incremental(org)
     assert costs["auto"] <= costs["per_conversation"], costs
     assert outputs["auto"].ids("messages") == outputs["per_conversation"].ids("messages")
     assert outputs["auto"].ids("notes") == outputs["per_conversation"].ids("notes")
+
+
+class SandboxApi:
+    """The planner's two request functions, straight against a sandbox."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.base = sandbox.base_url
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {API_KEY}"
+
+    def search(self, body, page, size):
+        response = self.session.post(
+            f"{self.base}/v1/customers/search",
+            json=body,
+            params={"page": page, "pageSize": size},
+            timeout=30,
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def request_json(self, method, path, params=None):
+        response = self.session.request(method, f"{self.base}{path}", params=params, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+
+@pytest.fixture(scope="module")
+def dense_org():
+    """Two months of busy support: each page of 100 resolved conversations spans a day
+    or two, while threads live for days (some for a week)."""
+    with Sandbox(
+        SandboxOptions(
+            seed=5,
+            api_key=API_KEY,
+            customers=300,
+            conversations=3_000,
+            months=2,
+            search_max_page_size=100,
+            org_rpm=100_000,
+            search_rpm=100_000,
+        )
+    ) as sandbox:
+        sandbox.base_url = sandbox.start()
+        yield sandbox
+
+
+def _resolved_in_walk_order(sandbox: Sandbox) -> list[dict]:
+    conversations = [
+        c
+        for c in sandbox.truth(["conversations"])["conversations"]
+        if c["attributes"]["status"] == "done"
+    ]
+    conversations.sort(
+        key=lambda c: (c["attributes"]["lastDone"]["createdAt"], c["attributes"]["createdAt"])
+    )
+    return conversations
+
+
+@pytest.mark.parametrize("strategy", ["bulk", "auto"])
+def test_the_bulk_read_keeps_upcoming_threads_and_reads_each_message_about_once(
+    dense_org, strategy
+):
+    resolved = _resolved_in_walk_order(dense_org)
+    truth = dense_org.truth(["messages"])["messages"]
+    expected = collections.defaultdict(set)
+    for message in truth:
+        expected[message["relationships"]["conversation"]["data"]["id"]].add(message["id"])
+    batches = [resolved[i : i + 100] for i in range(0, len(resolved), 100)]
+    assert len(batches) >= 20
+    requests_by_lookahead = {}
+    for lookahead in (0, 3):
+        api = SandboxApi(dense_org)
+        planner = ThreadPlanner(
+            api.request_json, api.search, want_notes=False, strategy=strategy, workers=1
+        )
+        for index, batch in enumerate(batches):
+            upcoming = [c for later in batches[index + 1 : index + 1 + lookahead] for c in later]
+            for conversation, thread in planner.threads(batch, upcoming):
+                got = [m["id"] for m in thread.records("messages")]
+                assert len(got) == len(set(got))
+                assert set(got) == expected.get(conversation["id"], set())
+        requests_by_lookahead[lookahead] = planner.stats.requests
+        if lookahead:
+            assert planner.stats.per_conversation_threads <= len(resolved) // 50
+    # Every message the org has, 100 a page: the least any reading could cost.
+    floor = -(-len(truth) // 100)
+    assert requests_by_lookahead[3] <= 1.3 * floor, (requests_by_lookahead, floor)
+    assert requests_by_lookahead[3] * 1.5 < requests_by_lookahead[0], requests_by_lookahead
 
 
 class FakeApi:

@@ -35,6 +35,7 @@ OPS = ("gte", "gt", "lte", "lt", "equals")
 Getter = Callable[[Any], Any]
 Pred = Callable[[Any], bool]
 IndexFn = Callable[[str, Getter], tuple[list[Any], list[Any]]]
+FilterFn = Callable[[str, Callable[[], tuple[list[Any], list[Any]]]], tuple[list[Any], list[Any]]]
 
 
 class SearchError(ValueError):
@@ -166,9 +167,8 @@ class Query:
         preds_or = self._compile_group(body.get("or"))
         preds_not = self._compile_group(body.get("not"))
         self.ranges = self._range_criteria(body.get("and"))
-        self.only_range = (
-            len(self.ranges) == 1 and len(preds_and) == 1 and not preds_or and not preds_not
-        )
+        self._preds = (preds_and, preds_or, preds_not)
+        self._groups = {k: body.get(k) for k in ("and", "or", "not")}
 
         def pred(rec: Any) -> bool:
             for p in preds_and:
@@ -316,11 +316,14 @@ class Query:
         return out
 
     # -- run ---------------------------------------------------------------------
-    def _range_criteria(self, value: Any) -> list[tuple[str, Getter, dict[str, int]]]:
-        """Top-level ``and`` criteria that are pure datetime ranges (index-friendly)."""
+    def _range_criteria(self, value: Any) -> list[tuple[int, str, Getter, dict[str, int]]]:
+        """Top-level ``and`` criteria that are pure datetime ranges (index-friendly).
+
+        Each comes with its position in the ``and`` list.
+        """
         items = [value] if isinstance(value, dict) else (value or [])
         out = []
-        for item in items:
+        for position, item in enumerate(items):
             if not isinstance(item, dict) or len(item) != 1:
                 continue
             ((name, spec),) = item.items()
@@ -329,35 +332,92 @@ class Query:
             kind, get = self._field(name)
             if kind != "dt" or not set(spec) <= {"gte", "gt", "lte", "lt"}:
                 continue
-            out.append((name, get, {op: self._coerce("dt", v) for op, v in spec.items()}))
+            out.append((position, name, get, {op: self._coerce("dt", v) for op, v in spec.items()}))
         return out
 
-    def run(self, records: list[Any], index: IndexFn | None = None) -> list[Any]:
+    def residual(self, name: str) -> tuple[str, Pred] | None:
+        """The criteria besides the ranges on ``name``: a cache key and a predicate.
+
+        None when the ranges on ``name`` are the whole query.
+        """
+        on_name = {position for position, field, _, _ in self.ranges if field == name}
+        preds_and, preds_or, preds_not = self._preds
+        rest_and = [p for i, p in enumerate(preds_and) if i not in on_name]
+        if not rest_and and not preds_or and not preds_not:
+            return None
+        items = self._groups["and"]
+        items = [items] if isinstance(items, dict) else (items or [])
+        rest_items = [item for i, item in enumerate(items) if i not in on_name]
+        canon = {"and": rest_items, "or": self._groups["or"], "not": self._groups["not"]}
+        key = f"{self.context}|{name}|{self.tz}|" + json.dumps(canon, sort_keys=True, default=str)
+
+        def pred(rec: Any) -> bool:
+            for p in rest_and:
+                if not p(rec):
+                    return False
+            if preds_or and not any(p(rec) for p in preds_or):
+                return False
+            return not any(p(rec) for p in preds_not)
+
+        return key, pred
+
+    def run(
+        self,
+        records: list[Any],
+        index: IndexFn | None = None,
+        need: int | None = None,
+        filtered: FilterFn | None = None,
+    ) -> list[Any]:
         """Filter and order; ties are finally ordered by id ascending.
 
-        With ``index`` (sorted (value, id) per datetime field) a range criterion
-        narrows the candidates by bisection, and a sort on that same field
-        ascending needs no sorting at all: keyset walks stay fast on big orgs.
+        With ``index`` (sorted (value, id) per datetime field) the range criteria on
+        one field narrow the candidates by bisection; the other criteria filter the
+        index once per data version (``filtered`` caches that). When the sort starts
+        with that field ascending, only the first ``need`` hits (and the rest of the
+        boundary value's group) are fully ordered; the remainder stays in index
+        order, which is all a page needs. Keyset walks stay fast on big orgs.
         """
         if index is not None and self.ranges:
             primary = self.sort[0][0] if self.sort else None
-            name, get, ops = next((r for r in self.ranges if r[0] == primary), self.ranges[0])
+            name = next((r[1] for r in self.ranges if r[1] == primary), self.ranges[0][1])
+            get = next(r[2] for r in self.ranges if r[1] == name)
             keys, recs = index(name, get)
+            residual = self.residual(name)
+            if residual is not None:
+                key, pred = residual
+
+                def narrow(
+                    keys: list[Any] = keys, recs: list[Any] = recs, pred: Pred = pred
+                ) -> tuple[list[Any], list[Any]]:
+                    kept = [i for i, r in enumerate(recs) if pred(r)]
+                    return [keys[i] for i in kept], [recs[i] for i in kept]
+
+                keys, recs = filtered(key, narrow) if filtered else narrow()
             lo, hi = 0, len(keys)
-            for op, bound in ops.items():
-                if op == "gte":
-                    lo = max(lo, bisect.bisect_left(keys, bound))
-                elif op == "gt":
-                    lo = max(lo, bisect.bisect_right(keys, bound))
-                elif op == "lte":
-                    hi = min(hi, bisect.bisect_right(keys, bound))
-                else:
-                    hi = min(hi, bisect.bisect_left(keys, bound))
-            cands = recs[lo:hi] if lo < hi else []
-            hits = cands if self.only_range else [r for r in cands if self.pred(r)]
-            if len(self.sort) == 1 and self.sort[0][0] == name and not self.sort[0][2]:
+            for _, field, _, ops in self.ranges:
+                if field != name:
+                    continue
+                for op, bound in ops.items():
+                    if op == "gte":
+                        lo = max(lo, bisect.bisect_left(keys, bound))
+                    elif op == "gt":
+                        lo = max(lo, bisect.bisect_right(keys, bound))
+                    elif op == "lte":
+                        hi = min(hi, bisect.bisect_right(keys, bound))
+                    else:
+                        hi = min(hi, bisect.bisect_left(keys, bound))
+            if lo >= hi:
+                return []
+            hits = recs[lo:hi]
+            if not self.sort or self.sort[0][0] != name or self.sort[0][2]:
+                return self._order(hits)
+            if len(self.sort) == 1:
                 return hits
-            return self._order(list(hits))
+            if need is None or need >= len(hits):
+                return self._order(hits)
+            # Everything up to the need-th hit's primary value, ordered in full.
+            end = bisect.bisect_right(keys, keys[lo + need - 1], lo, hi) - lo
+            return self._order(hits[:end]) + hits[end:]
         return self._order([r for r in records if self.pred(r)])
 
     def _order(self, hits: list[Any]) -> list[Any]:

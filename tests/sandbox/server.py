@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 import zlib
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -237,6 +237,7 @@ class Api:
         self.fields = build_fields(self.store)
         self.cache = ResultCache()
         self.indexes: dict[tuple[str, str], tuple[int, list[Any], list[Any]]] = {}
+        self.filtered: OrderedDict[str, tuple[int, list[Any], list[Any]]] = OrderedDict()
         self.rl_lock = threading.Lock()
         self.org_window = FixedWindow()
         self.search_window = FixedWindow()
@@ -475,14 +476,22 @@ class Api:
         if q.fields is None:
             hits: list[Any] = []
         else:
-            hits_cached = self.cache.get(q.cache_key, self.store.version)
+            hits_cached = self.cache.get(f"{q.cache_key}|{page * size}", self.store.version)
             if hits_cached is not None and not self.store.pending[q.context]:
                 hits = hits_cached
             else:
                 records, lagging = self.store.search_view(q.context)
-                hits = q.run(records, None if lagging else self._index_fn(q.context, records))
+                # Only this page's hits need their full order, unless the age filter
+                # drops some of them afterwards.
+                need = None if self._ages_filtered(q.context) else page * size
+                hits = q.run(
+                    records,
+                    None if lagging else self._index_fn(q.context, records),
+                    need=need,
+                    filtered=None if lagging else self._filtered_fn(),
+                )
                 if not lagging:
-                    self.cache.put(q.cache_key, self.store.version, hits)
+                    self.cache.put(f"{q.cache_key}|{page * size}", self.store.version, hits)
         hits = self._age_filter(q.context, hits)
         total = len(hits)
         total_pages = math.ceil(total / size)
@@ -522,16 +531,45 @@ class Api:
             "links": links,
         }
 
-    def _age_filter(self, context: str, hits: list[Any]) -> list[Any]:
-        """Standard search only holds records updated within the last 2 years."""
+    def _age_cutoff(self) -> int | None:
+        """Standard search only holds records updated after this (None: all of them)."""
         days = self.sb.options.search_max_age_days
-        if days is None or not hits:
-            return hits
+        if days is None:
+            return None
         cutoff = self.store.clock.now_ms() - int(days * 86_400_000)
         if self.store.generator.start >= cutoff:
-            return hits  # nothing that old exists; skip the scan
+            return None  # nothing that old exists
+        return cutoff
+
+    def _ages_filtered(self, context: str) -> bool:
+        return self._age_cutoff() is not None and f"{context}_updated_at" in self.fields.get(
+            context, {}
+        )
+
+    def _age_filter(self, context: str, hits: list[Any]) -> list[Any]:
+        """Standard search only holds records updated within the last 2 years."""
+        cutoff = self._age_cutoff()
+        if cutoff is None or not hits:
+            return hits
         get = self.fields[context][f"{context}_updated_at"][1]
         return [h for h in hits if get(h) >= cutoff]
+
+    def _filtered_fn(self) -> Any:
+        """An index narrowed by a query's other criteria, kept per data version."""
+        version = self.store.version
+
+        def filtered(key: str, narrow: Any) -> tuple[list[Any], list[Any]]:
+            hit = self.filtered.get(key)
+            if hit is not None and hit[0] == version:
+                self.filtered.move_to_end(key)
+                return hit[1], hit[2]
+            keys, recs = narrow()
+            self.filtered[key] = (version, keys, recs)
+            while len(self.filtered) > 16:
+                self.filtered.popitem(last=False)
+            return keys, recs
+
+        return filtered
 
     def _index_fn(self, context: str, records: list[Any]) -> Any:
         """Sorted (value, id) index per datetime field, rebuilt when data changes."""
