@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import collections
+import json
 from datetime import timedelta
 
 import pytest
 import requests
 
-from tap_kustomer.threads import MESSAGES, ThreadPlanner
+from tap_kustomer.threads import MESSAGES, ThreadPlanner, planning_view
 from tests.sandbox import Sandbox, SandboxOptions
 from tests.tap_harness import run_tap
 from tests.test_scenarios import API_KEY, config_for, expected_resolved, settle, thread_ids
@@ -181,6 +182,17 @@ def test_the_bulk_read_keeps_upcoming_threads_and_reads_each_message_about_once(
     floor = -(-len(truth) // 100)
     assert requests_by_lookahead[3] <= 1.3 * floor, (requests_by_lookahead, floor)
     assert requests_by_lookahead[3] * 1.5 < requests_by_lookahead[0], requests_by_lookahead
+
+
+def test_a_planning_view_plans_like_the_whole_record(org):
+    conversations = org.truth(["conversations"])["conversations"][:200]
+    views = [planning_view(c) for c in conversations]
+    assert len(json.dumps(views)) * 3 < len(json.dumps(conversations))
+    assert ThreadPlanner._spans(views) == ThreadPlanner._spans(conversations)
+    for view, conversation in zip(views, conversations, strict=True):
+        assert view["id"] == conversation["id"]
+        for name in ("messageCount", "noteCount"):
+            assert view["attributes"][name] == conversation["attributes"][name]
 
 
 class FakeApi:
