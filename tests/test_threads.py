@@ -15,20 +15,17 @@ from tests.tap_harness import run_tap
 from tests.test_scenarios import API_KEY, config_for, expected_resolved, settle, thread_ids
 
 
-@pytest.fixture(scope="module")
-def org():
+def _sandbox(**options):
     with Sandbox(
-        SandboxOptions(
-            seed=23,
-            api_key=API_KEY,
-            customers=150,
-            conversations=1_500,
-            org_rpm=100_000,
-            search_rpm=100_000,
-        )
+        SandboxOptions(api_key=API_KEY, org_rpm=100_000, search_rpm=100_000, **options)
     ) as sandbox:
         sandbox.base_url = sandbox.start()
         yield sandbox
+
+
+@pytest.fixture(scope="module")
+def org():
+    yield from _sandbox(seed=23, customers=150, conversations=1_500)
 
 
 def grouped(run, stream: str) -> dict[str, set[str]]:
@@ -124,20 +121,9 @@ class SandboxApi:
 def dense_org():
     """Two months of busy support: each page of 100 resolved conversations spans a day
     or two, while threads live for days (some for a week)."""
-    with Sandbox(
-        SandboxOptions(
-            seed=5,
-            api_key=API_KEY,
-            customers=300,
-            conversations=3_000,
-            months=2,
-            search_max_page_size=100,
-            org_rpm=100_000,
-            search_rpm=100_000,
-        )
-    ) as sandbox:
-        sandbox.base_url = sandbox.start()
-        yield sandbox
+    yield from _sandbox(
+        seed=5, customers=300, conversations=3_000, months=2, search_max_page_size=100
+    )
 
 
 def _resolved_in_walk_order(sandbox: Sandbox) -> list[dict]:

@@ -135,6 +135,20 @@ def _custom_field(context: str, name: str) -> tuple[str, Getter] | None:
     return kind, get
 
 
+def _combine(preds_and: list[Pred], preds_or: list[Pred], preds_not: list[Pred]) -> Pred:
+    """One predicate: every ``and``, at least one ``or`` (if any), no ``not``."""
+
+    def pred(rec: Any) -> bool:
+        for p in preds_and:
+            if not p(rec):
+                return False
+        if preds_or and not any(p(rec) for p in preds_or):
+            return False
+        return not any(p(rec) for p in preds_not)
+
+    return pred
+
+
 class Query:
     """A validated search body, compiled to a predicate and a sort."""
 
@@ -169,16 +183,7 @@ class Query:
         self.ranges = self._range_criteria(body.get("and"))
         self._preds = (preds_and, preds_or, preds_not)
         self._groups = {k: body.get(k) for k in ("and", "or", "not")}
-
-        def pred(rec: Any) -> bool:
-            for p in preds_and:
-                if not p(rec):
-                    return False
-            if preds_or and not any(p(rec) for p in preds_or):
-                return False
-            return not any(p(rec) for p in preds_not)
-
-        self.pred = pred
+        self.pred = _combine(preds_and, preds_or, preds_not)
         self.sort = self._compile_sort(body.get("sort"))
         canon = {k: body.get(k) for k in ("and", "or", "not", "sort", "timeZone")}
         self.cache_key = context + json.dumps(canon, sort_keys=True, default=str)
@@ -350,16 +355,7 @@ class Query:
         rest_items = [item for i, item in enumerate(items) if i not in on_name]
         canon = {"and": rest_items, "or": self._groups["or"], "not": self._groups["not"]}
         key = f"{self.context}|{name}|{self.tz}|" + json.dumps(canon, sort_keys=True, default=str)
-
-        def pred(rec: Any) -> bool:
-            for p in rest_and:
-                if not p(rec):
-                    return False
-            if preds_or and not any(p(rec) for p in preds_or):
-                return False
-            return not any(p(rec) for p in preds_not)
-
-        return key, pred
+        return key, _combine(rest_and, preds_or, preds_not)
 
     def run(
         self,
