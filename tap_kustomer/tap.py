@@ -7,6 +7,7 @@ import os
 import sys
 import typing as t
 from functools import cached_property
+from types import FrameType
 
 import click
 from singer_sdk import Tap
@@ -264,6 +265,20 @@ class TapKustomer(Tap):
         for stream in self.streams.values():
             if isinstance(stream, streams.KustomerStream) and stream.conformer.summary():
                 self.logger.warning("Type fixes: %s", stream.conformer.summary())
+
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+        """Write the STATE, then exit as a process stopped by a signal does: 128 + signal.
+
+        The SDK's handler (the one it installs for SIGTERM and SIGINT) exits 0, and an
+        orchestrator would count a stopped run as a finished one.
+        """
+        try:
+            super()._handle_termination(signum, frame)
+        except SystemExit:
+            self.logger.warning(
+                "Stopped by signal %d; the last STATE written resumes the run", signum
+            )
+            raise SystemExit(128 + signum) from None
 
     def load_state(self, state: dict[str, t.Any]) -> None:
         """Keep the conversations bookmark when ``data_mutability`` or ``resolved_only`` flips.

@@ -334,6 +334,8 @@ def test_an_interrupted_run_resumes_from_its_last_state_without_loss(tmp_path, s
                 time.sleep(0.05)
             process.send_signal(sig)
             process.wait(timeout=30)
+        # Stopped, not finished: an orchestrator must not count the run as a success.
+        assert process.returncode == (128 + sig if sig == signal.SIGTERM else -sig)
         first = parse_messages(out_path.read_text())
         states = [m["value"] for m in first if m["type"] == "STATE"]
         assert states, "no STATE before the interruption"
