@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import copy
-import json
 import typing as t
-import zlib
-from collections import deque
 from datetime import datetime, timedelta, timezone
 from urllib.parse import ParseResult, parse_qsl
 
@@ -17,13 +14,7 @@ from tap_kustomer import schemas
 from tap_kustomer.client import KustomerStream, NotFoundError
 from tap_kustomer.errors import PermissionDeniedError
 from tap_kustomer.search import SearchWalk, WalkKey, format_timestamp, parse_timestamp
-from tap_kustomer.threads import (
-    LOOKAHEAD_CONVERSATIONS,
-    Thread,
-    ThreadPlanner,
-    planning_view,
-    read_ahead,
-)
+from tap_kustomer.threads import Thread, ThreadPlanner, read_ahead, with_upcoming
 
 if t.TYPE_CHECKING:
     import requests
@@ -261,25 +252,7 @@ class ConversationsStream(SearchedStream):
         messages: ThreadStream | None,
         notes: ThreadStream | None,
     ) -> t.Iterator[dict[str, t.Any]]:
-        # Pages wait (compressed) until enough later conversations are known for
-        # the planner to keep their items when its bulk read passes them.
-        waiting: deque[tuple[bytes, list[dict[str, t.Any]]]] = deque()
-        ahead = 0
-        pages = read_ahead(walk.pages())
-        while True:
-            page = next(pages, None)
-            if page is not None:
-                text = zlib.compress(json.dumps(page).encode(), 1)
-                waiting.append((text, [planning_view(c) for c in page]))
-                ahead += len(page)
-                if ahead - len(waiting[0][1]) < LOOKAHEAD_CONVERSATIONS:
-                    continue
-            if not waiting:
-                return
-            text, views = waiting.popleft()
-            ahead -= len(views)
-            upcoming = [view for _, later in waiting for view in later]
-            batch = json.loads(zlib.decompress(text))
+        for batch, upcoming in with_upcoming(read_ahead(walk.pages())):
             for conversation, thread in self._threads(planner, batch, upcoming, messages, notes):
                 if messages is not None and planner.want_messages:
                     messages.emit(thread.records("messages"), conversation)

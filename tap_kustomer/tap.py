@@ -106,7 +106,7 @@ class TapKustomer(Tap):
             "api_url",
             th.StringType,
             title="API URL",
-            description=("Scheme and host of the API, without /v1; overrides region and org_name."),
+            description="Scheme and host of the API, without /v1; overrides region and org_name.",
         ),
         th.Property(
             "resolved_only",

@@ -30,6 +30,8 @@ import math
 import queue
 import threading
 import typing as t
+import zlib
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -346,19 +348,21 @@ class ThreadPlanner:
             else:
                 coverage.restart(None)
         self._accept(kind, needed, threads)
-        self._catch_up(kind, needed, threads, per_conversation)
+        self._catch_up(kind, needed, threads, spans, per_conversation)
 
     def _catch_up(
         self,
         kind: ThreadKind,
         needed: dict[str, dict[str, t.Any]],
         threads: dict[str, Thread],
+        spans: dict[str, tuple[datetime, datetime]],
         per_conversation: dict[str, int],
     ) -> None:
         """One window for the conversations created before the read began to keep them."""
         coverage = self._coverage[kind.name]
         gaps = {}
-        for cid, (created, _) in self._spans(needed.values()).items():
+        for cid in needed.keys() & spans.keys():
+            created = spans[cid][0]
             covered = coverage.covered_from(cid)
             if covered is not None and created < covered:
                 gaps[cid] = (created, covered)
@@ -429,14 +433,14 @@ class ThreadPlanner:
         self, kind: ThreadKind, needed: dict[str, dict[str, t.Any]], threads: dict[str, Thread]
     ) -> None:
         """Take every thread of the batch whose held items match its count."""
-        held = self._coverage[kind.name].held
+        coverage = self._coverage[kind.name]
         for cid in list(needed):
-            items = held.get(cid)
+            items = coverage.held.get(cid)
             expected = _count(needed[cid], kind.count_attribute)
             if items and expected is not None and len(items) == expected:
                 setattr(threads[cid], kind.name, [text for _, text in sorted(items.values())])
                 del needed[cid]
-                held[cid] = {}
+                coverage.forget(cid)
                 with self._lock:
                     self.stats.bulk_threads += 1
 
@@ -560,6 +564,35 @@ class ThreadPlanner:
             params = dict(parse_qsl(parsed.query))
         msg = f"{path} did not end after {_MAX_THREAD_PAGES} pages"
         raise RuntimeError(msg)
+
+
+def with_upcoming(
+    pages: t.Iterable[list[dict[str, t.Any]]], ahead: int = LOOKAHEAD_CONVERSATIONS
+) -> t.Iterator[tuple[list[dict[str, t.Any]], list[dict[str, t.Any]]]]:
+    """Each page with the planning views of the ``ahead`` conversations after it.
+
+    Pages wait compressed, so holding thousands of conversations costs little; the
+    planner keeps the upcoming conversations' items when its bulk read passes them.
+    """
+    waiting: deque[tuple[bytes, list[dict[str, t.Any]]]] = deque()
+    known = 0
+    for page in pages:
+        waiting.append(
+            (zlib.compress(json.dumps(page).encode(), 1), list(map(planning_view, page)))
+        )
+        known += len(page)
+        if known - len(waiting[0][1]) >= ahead:
+            known -= len(waiting[0][1])
+            yield _release(waiting)
+    while waiting:
+        yield _release(waiting)
+
+
+def _release(
+    waiting: deque[tuple[bytes, list[dict[str, t.Any]]]],
+) -> tuple[list[dict[str, t.Any]], list[dict[str, t.Any]]]:
+    text, _ = waiting.popleft()
+    return json.loads(zlib.decompress(text)), [view for _, views in waiting for view in views]
 
 
 _END = object()

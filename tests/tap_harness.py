@@ -30,6 +30,8 @@ def tap_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env.update(LOOPBACK_ONLY)
     env.update(extra or {})
     return env
+
+
 STREAMS = ("conversations", "messages", "notes", "customers", "tags")
 
 

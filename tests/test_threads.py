@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 import requests
 
-from tap_kustomer.threads import MESSAGES, ThreadPlanner, planning_view
+from tap_kustomer.threads import MESSAGES, ThreadPlanner, planning_view, with_upcoming
 from tests.sandbox import Sandbox, SandboxOptions
 from tests.tap_harness import run_tap
 from tests.test_scenarios import API_KEY, config_for, expected_resolved, settle, thread_ids
@@ -179,6 +179,16 @@ def test_a_planning_view_plans_like_the_whole_record(org):
         assert view["id"] == conversation["id"]
         for name in ("messageCount", "noteCount"):
             assert view["attributes"][name] == conversation["attributes"][name]
+
+
+def test_each_page_comes_with_the_conversations_after_it():
+    pages = [[{"id": f"c{p}-{i}", "attributes": {}} for i in range(p + 1)] for p in range(8)]
+    batches = list(with_upcoming(iter(pages), ahead=5))
+    assert [batch for batch, _ in batches] == pages
+    for index, (_, upcoming) in enumerate(batches):
+        after = [c["id"] for page in pages[index + 1 :] for c in page]
+        assert [view["id"] for view in upcoming] == after[: len(upcoming)]
+        assert len(upcoming) >= min(5, len(after))
 
 
 class FakeApi:

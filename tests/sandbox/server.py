@@ -476,7 +476,9 @@ class Api:
         if q.fields is None:
             hits: list[Any] = []
         else:
-            hits_cached = self.cache.get(f"{q.cache_key}|{page * size}", self.store.version)
+            # A page's hits are ordered only as far as that page needs.
+            cache_key = f"{q.cache_key}|{page * size}"
+            hits_cached = self.cache.get(cache_key, self.store.version)
             if hits_cached is not None and not self.store.pending[q.context]:
                 hits = hits_cached
             else:
@@ -491,7 +493,7 @@ class Api:
                     filtered=None if lagging else self._filtered_fn(),
                 )
                 if not lagging:
-                    self.cache.put(f"{q.cache_key}|{page * size}", self.store.version, hits)
+                    self.cache.put(cache_key, self.store.version, hits)
         hits = self._age_filter(q.context, hits)
         total = len(hits)
         total_pages = math.ceil(total / size)
