@@ -1,5 +1,5 @@
 """Allow ``python -m tap_kustomer``."""
 
-from tap_kustomer.tap import main
+from tap_kustomer.cli import main
 
 main()

@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import threading
 import typing as t
+from dataclasses import dataclass, field
 from functools import cached_property
 from http import HTTPStatus
 from urllib.parse import urlparse
@@ -33,6 +35,8 @@ from tap_kustomer.errors import (
     PermissionDeniedError,
     UnexpectedResponseError,
 )
+from tap_kustomer.progress import DEFAULT_INTERVAL, Progress
+from tap_kustomer.sdk_adapter import send, tap_of
 
 if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context
@@ -114,6 +118,20 @@ def resource_of_request(request: requests.PreparedRequest | None) -> str:
     return "conversation"
 
 
+@dataclass
+class RunResources:
+    """What the streams of one run share.
+
+    One request budget (Kustomer's limits are per org, not per stream), one check of
+    the key before the first request, and each custom-attribute definition read once.
+    """
+
+    budget: RequestBudget
+    key_checked: bool = False
+    custom_types: dict[str, dict[str, dict[str, t.Any]]] = field(default_factory=dict)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+
 class RateLimitedError(RetriableAPIError):
     """A 429: wait for the window to reset, not for a blind backoff."""
 
@@ -187,9 +205,53 @@ class KustomerStream(RESTStream[t.Any]):
         return headers
 
     @property
+    def run(self) -> RunResources:
+        """What every stream of this run shares."""
+        return t.cast("RunResources", tap_of(self).run)  # type: ignore[attr-defined]
+
+    @property
     def budget(self) -> RequestBudget:
         """The request budget shared by every stream of this run."""
-        return t.cast("RequestBudget", self._tap.budget)  # type: ignore[attr-defined]
+        return self.run.budget
+
+    def check_key_once(self) -> None:
+        """Fail fast on an unreachable host or a bad key, once per run.
+
+        The answer also gives the server's clock, which bounds the search windows.
+        """
+        with self.run.lock:
+            if not self.run.key_checked:
+                self.request_json("GET", f"{API_PREFIX}/auth/tokens/current", connection_tries=3)
+                self.run.key_checked = True
+
+    @contextlib.contextmanager
+    def state_written_on_failure(self) -> t.Iterator[None]:
+        """Write the STATE when the stream fails, so the next run resumes from it.
+
+        Every stream is sorted, so the state at any moment covers exactly what was
+        written.
+        """
+        try:
+            yield
+        except Exception:
+            tap = tap_of(self)
+            tap.state_writer.write_state(tap.state)
+            raise
+
+    def progress(self) -> Progress:
+        """A progress line for this stream's sync, every 30 s while it runs."""
+        budget = self.budget
+        return Progress(
+            self.name,
+            self.logger,
+            interval=float(self.config.get("progress_interval_seconds") or DEFAULT_INTERVAL),
+            waited=lambda: budget.org.stats.waited_seconds + budget.search.stats.waited_seconds,
+        )
+
+    def log_type_fixes(self) -> None:
+        """Say which values were loaded as null because they did not fit their type."""
+        if self.conformer.summary():
+            self.logger.warning("Type fixes in %s: %s", self.name, self.conformer.summary())
 
     @cached_property
     def requests_session(self) -> requests.Session:
@@ -361,24 +423,28 @@ class KustomerStream(RESTStream[t.Any]):
         return "valid"
 
     def custom_attribute_types(self) -> dict[str, dict[str, t.Any]]:
-        """Typed schemas of the org's custom attributes; {} if they cannot be read.
+        """Typed schemas of the org's custom attributes, read once per run; {} if unreadable.
 
-        One attempt, no retries: discovery must not stall on an unreachable host, and
-        undescribed custom attributes still pass through untyped.
+        Read when the schema is first needed (after the settings were checked), with
+        one attempt and no retries: discovery must not stall on an unreachable host,
+        and undescribed custom attributes still pass through untyped.
         """
-        if not self.metadata_resource or not self.config.get("api_key"):
+        resource = self.metadata_resource
+        if not resource:
             return {}
+        with self.run.lock:
+            if resource not in self.run.custom_types:
+                self.run.custom_types[resource] = self._read_custom_types(resource)
+            return self.run.custom_types[resource]
+
+    def _read_custom_types(self, resource: str) -> dict[str, dict[str, t.Any]]:
         try:
-            response = self._get_once(
-                f"{API_PREFIX}/metadata/{self.metadata_resource}", min(self.timeout, 30)
-            )
+            response = self._get_once(f"{API_PREFIX}/metadata/{resource}", min(self.timeout, 30))
             body = response.json() if response.ok else None
-        except ConfigurationError:
-            return {}
         except (requests.RequestException, ValueError) as exc:
             self.logger.warning(
                 "Custom %s attributes stay untyped: their definitions could not be read (%s)",
-                self.metadata_resource,
+                resource,
                 type(exc).__name__,
             )
             return {}
@@ -388,7 +454,7 @@ class KustomerStream(RESTStream[t.Any]):
             self.logger.log(
                 level,
                 "Custom %s attributes stay untyped: metadata answered HTTP %s",
-                self.metadata_resource,
+                resource,
                 response.status_code,
             )
             return {}
@@ -463,7 +529,9 @@ class KustomerStream(RESTStream[t.Any]):
             return False
 
         with self._one_line_errors(refused):
-            response = self.request_decorator(self._request, giveup=give_up)(prepared, context)
+            response = self.request_decorator(
+                lambda request, ctx: send(self, request, ctx), giveup=give_up
+            )(prepared, context)
         return getattr(response, _JSON_CACHE_ATTR, None) or self._decode(response)
 
     def search(self, body: dict[str, t.Any], page: int, page_size: int) -> dict[str, t.Any]:

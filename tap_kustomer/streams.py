@@ -9,12 +9,32 @@ from urllib.parse import ParseResult, parse_qsl
 
 from singer_sdk import SchemaDirectory, StreamSchema
 from singer_sdk.pagination import BaseHATEOASPaginator
+from typing_extensions import override
 
 from tap_kustomer import schemas
 from tap_kustomer.client import KustomerStream, NotFoundError
 from tap_kustomer.errors import PermissionDeniedError
-from tap_kustomer.search import SearchWalk, WalkKey, format_timestamp, parse_timestamp
-from tap_kustomer.threads import Thread, ThreadPlanner, read_ahead, with_upcoming
+from tap_kustomer.sdk_adapter import (
+    OpenCounter,
+    advance_bookmark,
+    write_record,
+    write_schema,
+    write_state,
+)
+from tap_kustomer.search import (
+    SEARCH_PAGE_SIZE,
+    SearchWalk,
+    WalkKey,
+    format_timestamp,
+    parse_timestamp,
+)
+from tap_kustomer.threads import (
+    LOOKAHEAD_CONVERSATIONS,
+    Thread,
+    ThreadPlanner,
+    read_ahead,
+    with_upcoming,
+)
 
 if t.TYPE_CHECKING:
     import requests
@@ -119,16 +139,34 @@ class SearchedStream(KustomerStream):
             keys=self.walk_keys(),
             lower=lower,
             upper=upper,
+            page_size=self.walk_page_size(),
         )
 
+    @override
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
         """Every record of the window, oldest first."""
+        self.check_key_once()
         try:
-            for page in self.new_walk(context).pages():
-                yield from page
+            with self.progress() as progress, self.state_written_on_failure():
+                walk = self.new_walk(context)
+                for page in walk.pages():
+                    progress.set_total(walk.stats.first_total)
+                    yield from page
+                    progress.add(len(page))
         except PermissionDeniedError as error:
             if not self.skip_if_allowed(error):
                 raise
+        self.log_type_fixes()
+
+    @property
+    def record_limit(self) -> int | None:
+        """The records a dry run (``--test``) or a test suite reads before it stops."""
+        return self.ABORT_AT_RECORD_COUNT
+
+    def walk_page_size(self) -> int:
+        """Records per search page: fewer when the run stops after a handful."""
+        limit = self.record_limit
+        return SEARCH_PAGE_SIZE if limit is None else max(2, min(SEARCH_PAGE_SIZE, limit + 1))
 
 
 class ConversationsStream(SearchedStream):
@@ -147,10 +185,30 @@ class ConversationsStream(SearchedStream):
     # Each conversation carries its thread, so a STATE every 100 is every ~1,000 records.
     STATE_MSG_FREQUENCY = 100
 
-    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
-        """Choose the replication key from the settings."""
-        super().__init__(*args, **kwargs)
-        self.replication_key = self.replication_key_for(self.config)
+    @property  # type: ignore[override]
+    @override
+    def replication_key(self) -> str:
+        """The key the settings choose; a catalog cannot change it.
+
+        The walk's order follows the settings, so a bookmark under any other key
+        would be wrong: a saved catalog from other settings is overruled, loudly.
+        """
+        return self.replication_key_for(self.config)
+
+    @replication_key.setter
+    def replication_key(self, value: str | None) -> None:
+        chosen = self.replication_key_for(self.config)
+        if value not in (None, chosen):
+            self.logger.warning(
+                "The catalog gives conversations the replication key %r, but with these "
+                "settings (resolved_only=%s, data_mutability=%s) conversations follow %r; "
+                "using %r. Run discovery again to refresh the catalog.",
+                value,
+                self.config.get("resolved_only", True),
+                self.config.get("data_mutability", False),
+                chosen,
+                chosen,
+            )
 
     @staticmethod
     def walks_resolution_for(config: t.Mapping[str, t.Any]) -> bool:
@@ -200,8 +258,10 @@ class ConversationsStream(SearchedStream):
         }
         return found.get("messages"), found.get("notes")
 
+    @override
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
         """Walk the window; write each conversation's thread just before it."""
+        self.check_key_once()
         messages, notes = self.thread_streams()
         planner = ThreadPlanner(
             self.request_json,
@@ -209,7 +269,7 @@ class ConversationsStream(SearchedStream):
             want_messages=messages is not None,
             want_notes=notes is not None,
             workers=int(self.config.get("max_workers", 4)),
-            strategy=str(self.config.get("thread_strategy") or "auto"),
+            strategy=self.thread_strategy(),
             is_not_found=lambda exc: isinstance(exc, NotFoundError),
             logger=self.logger,
         )
@@ -225,13 +285,26 @@ class ConversationsStream(SearchedStream):
             walk.upper.isoformat() if walk.upper else "now",
         )
         try:
-            yield from self._walk_with_threads(walk, planner, messages, notes)
+            with self.progress() as progress, self.state_written_on_failure():
+                unselected = 0
+                for conversation in self._walk_with_threads(walk, planner, messages, notes):
+                    progress.set_total(walk.stats.first_total)
+                    yield conversation
+                    progress.add()
+                    if not self.selected:
+                        unselected += 1
+                        self._advance_unselected(
+                            conversation,
+                            context,
+                            write=unselected % self.STATE_MSG_FREQUENCY == 0,
+                        )
         except PermissionDeniedError as error:
             if error.resource != "conversation" or not self.skip_if_allowed(error):
                 raise
         for stream in (messages, notes):
             if stream is not None:
                 stream.finish()
+        self.log_type_fixes()
         stats = planner.stats
         self.logger.info(
             "Conversations: %d search requests (%d tie groups); threads of %d conversations: "
@@ -245,6 +318,35 @@ class ConversationsStream(SearchedStream):
             stats.per_conversation_threads,
         )
 
+    def thread_strategy(self) -> str:
+        """The configured strategy; a dry run reads its one or two threads directly."""
+        if self.record_limit is not None:
+            return "per_conversation"
+        return str(self.config.get("thread_strategy") or "auto")
+
+    def _advance_unselected(
+        self, conversation: dict[str, t.Any], context: Context | None, *, write: bool
+    ) -> None:
+        """Move the bookmark past a conversation whose thread alone was written.
+
+        With only messages or notes selected the SDK keeps no bookmark for the walk
+        (it advances selected streams only); without one, every run would read all
+        history again.
+        """
+        value = self.bookmark_value(conversation)
+        if value is None:
+            return
+        advance_bookmark(self, {self.replication_key: value}, context)
+        if write:
+            write_state(self)
+
+    def bookmark_value(self, conversation: dict[str, t.Any]) -> str | None:
+        """The conversation's value of the replication key, as its record carries it."""
+        attributes = conversation.get("attributes") or {}
+        if self.walks_resolution:
+            return _iso(_path(attributes, "lastDone", "createdAt"))
+        return _iso(attributes.get("updatedAt"))
+
     def _walk_with_threads(
         self,
         walk: SearchWalk,
@@ -252,7 +354,11 @@ class ConversationsStream(SearchedStream):
         messages: ThreadStream | None,
         notes: ThreadStream | None,
     ) -> t.Iterator[dict[str, t.Any]]:
-        for batch, upcoming in with_upcoming(read_ahead(walk.pages())):
+        # A dry run (--test) stops after a record or two: read no pages ahead of it.
+        limited = self.record_limit is not None
+        pages = walk.pages() if limited else read_ahead(walk.pages())
+        ahead = 0 if limited else LOOKAHEAD_CONVERSATIONS
+        for batch, upcoming in with_upcoming(pages, ahead):
             for conversation, thread in self._threads(planner, batch, upcoming, messages, notes):
                 if messages is not None and planner.want_messages:
                     messages.emit(thread.records("messages"), conversation)
@@ -307,34 +413,35 @@ class ThreadStream(KustomerStream):
     primary_keys = ("id",)
     path = "/v1/conversations/{conversation_id}/thread"
     state_partitioning_keys: t.ClassVar[list[str]] = []
-    _started = False
 
+    _counter: OpenCounter | None = None
+
+    @override
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
         """Nothing on its own; see :meth:`emit`."""
         return ()
 
     def start(self) -> None:
         """Write this stream's SCHEMA once, before its first record."""
-        if not self._started:
-            self._write_schema_message()
-            self._started = True
-            self._counter = self.get_record_counter()
-            self._counter.__enter__()
+        if self._counter is None:
+            write_schema(self)
+            self._counter = OpenCounter(self)
 
     def emit(self, records: t.Iterable[dict[str, t.Any]], conversation: dict[str, t.Any]) -> None:
         """Write one conversation's thread."""
         self.start()
+        assert self._counter is not None
         for record in records:
             processed = self.post_process(record, {"conversation_id": conversation.get("id")})
             if processed is not None:
-                self._write_record_message(processed)
+                write_record(self, processed)
                 self._counter.increment()
 
     def finish(self) -> None:
         """Log this stream's record count, like the SDK does for the streams it syncs."""
-        if self._started:
-            self._counter.__exit__(None, None, None)
-            self._started = False
+        if self._counter is not None:
+            self._counter.close()
+            self._counter = None
 
     def prepare_record(
         self, row: dict[str, t.Any], context: Context | None = None
@@ -460,11 +567,16 @@ class TagsStream(KustomerStream):
         Whether the list includes deleted tags by default is not documented, so the
         tap reads both ways and keeps each tag once.
         """
+        self.check_key_once()
         try:
-            yield from self._all_tags(context)
+            with self.progress() as progress:
+                for tag in self._all_tags(context):
+                    yield tag
+                    progress.add()
         except PermissionDeniedError as error:
             if not self.skip_if_allowed(error):
                 raise
+        self.log_type_fixes()
 
     def _all_tags(self, context: Context | None) -> t.Iterator[dict[str, t.Any]]:
         seen: set[str] = set()

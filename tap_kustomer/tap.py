@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
-import sys
+import logging
 import typing as t
 from functools import cached_property
-from types import FrameType
 
-import click
 from singer_sdk import Tap
 from singer_sdk import typing as th
 from singer_sdk.helpers.capabilities import (
@@ -17,17 +13,15 @@ from singer_sdk.helpers.capabilities import (
     PluginCapabilities,
     TapCapabilities,
 )
+from typing_extensions import override
 
 from tap_kustomer import streams
 from tap_kustomer.budget import RequestBudget
-from tap_kustomer.client import REGION_URLS, resolve_api_url
-from tap_kustomer.errors import (
-    ConfigurationError,
-    KustomerTapError,
-    RedactingStream,
-    install_redactor,
-)
+from tap_kustomer.client import REGION_URLS, RunResources, resolve_api_url
+from tap_kustomer.errors import ConfigurationError, install_redactor
+from tap_kustomer.sdk_adapter import TerminationHook
 from tap_kustomer.search import parse_timestamp
+from tap_kustomer.stopping import RunStopped
 
 if t.TYPE_CHECKING:
     from singer_sdk.streams import Stream
@@ -41,7 +35,7 @@ STREAM_TYPES: list[type[streams.KustomerStream]] = [
 ]
 
 
-class TapKustomer(Tap):
+class TapKustomer(TerminationHook, Tap):
     """Singer tap for Kustomer: resolved conversations with whole threads."""
 
     name = "tap-kustomer"
@@ -233,53 +227,36 @@ class TapKustomer(Tap):
     ).to_dict()
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
-        """Validate what the JSON schema cannot, and scrub the key from all output."""
+        """Scrub the key from all output before anything can log it."""
         super().__init__(*args, **kwargs)
         install_redactor([str(self.config.get("api_key") or "")])
-        if self.config.get("debug"):
-            _CLI_STATE["debug"] = True
-        check_config(self.config)
 
     @cached_property
-    def budget(self) -> RequestBudget:
-        """The request budget every stream of this run draws from."""
+    def run(self) -> RunResources:
+        """What every stream of this run shares: the budget, the key check, metadata."""
         share = float(self.config.get("rate_limit_share_percent") or 80) / 100.0
-        return RequestBudget(
-            share=share,
-            max_requests_per_minute=self.config.get("max_requests_per_minute"),
-            max_search_requests_per_minute=self.config.get("max_search_requests_per_minute"),
+        return RunResources(
+            budget=RequestBudget(
+                share=share,
+                max_requests_per_minute=self.config.get("max_requests_per_minute"),
+                max_search_requests_per_minute=self.config.get(
+                    "max_search_requests_per_minute"
+                ),
+            )
         )
 
-    def sync_all(self) -> None:  # type: ignore[misc]  # extends, then calls, the SDK's loop
-        """Check the key once, sync each stream, and leave a resumable STATE on failure.
+    @override
+    def on_stop_signal(self, signum: int) -> None:
+        """Write the STATE, then end the run as a process stopped by a signal does.
 
-        Every stream is sorted, so the state at any moment covers exactly what was
-        emitted: writing it when a run must stop lets the next run resume there.
+        Every stream is sorted, so the state covers exactly what was written; the
+        next run resumes there. The CLI exits without waiting for requests in flight.
         """
-        self.preflight()
-        try:
-            super().sync_all()
-        except BaseException:
-            self.state_writer.write_state(self.state)
-            raise
-        for stream in self.streams.values():
-            if isinstance(stream, streams.KustomerStream) and stream.conformer.summary():
-                self.logger.warning("Type fixes: %s", stream.conformer.summary())
+        self.logger.warning("Stopped by signal %d; the STATE written resumes the run", signum)
+        self.state_writer.write_state(self.state)
+        raise RunStopped(signum)
 
-    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
-        """Write the STATE, then exit as a process stopped by a signal does: 128 + signal.
-
-        The SDK's handler (the one it installs for SIGTERM and SIGINT) exits 0, and an
-        orchestrator would count a stopped run as a finished one.
-        """
-        try:
-            super()._handle_termination(signum, frame)
-        except SystemExit:
-            self.logger.warning(
-                "Stopped by signal %d; the last STATE written resumes the run", signum
-            )
-            raise SystemExit(128 + signum) from None
-
+    @override
     def load_state(self, state: dict[str, t.Any]) -> None:
         """Keep the conversations bookmark when ``data_mutability`` or ``resolved_only`` flips.
 
@@ -287,30 +264,34 @@ class TapKustomer(Tap):
         old value is a safe start for the new key: everything resolved before it was
         emitted, and everything updated before it was emitted if it was resolved.
         """
-        bookmark = (state.get("bookmarks") or {}).get("conversations")
-        if isinstance(bookmark, dict) and bookmark.get("replication_key_value"):
-            key = streams.ConversationsStream.replication_key_for(self.config)
-            if bookmark.get("replication_key") not in (None, key):
-                self.logger.info(
-                    "Conversations now follow %s; continuing from the %s bookmark %s",
-                    key,
-                    bookmark.get("replication_key"),
-                    bookmark["replication_key_value"],
-                )
-                bookmark = {**bookmark, "replication_key": key}
-                bookmark.pop("starting_replication_value", None)
-                state = {**state, "bookmarks": {**state["bookmarks"], "conversations": bookmark}}
-        super().load_state(state)
+        super().load_state(carry_over_bookmark(state, self.config, self.logger))
 
-    def preflight(self) -> None:
-        """Fail fast on an unreachable host or a bad key, and learn the server's clock."""
-        probe = next(iter(self.streams.values()))
-        assert isinstance(probe, streams.KustomerStream)
-        probe.request_json("GET", "/v1/auth/tokens/current", connection_tries=3)
-
+    @override
     def discover_streams(self) -> list[Stream]:
-        """The five streams."""
+        """Every stream, once the settings are known to be usable (before any request)."""
+        check_config(self.config)
         return [stream_type(tap=self) for stream_type in STREAM_TYPES]
+
+
+def carry_over_bookmark(
+    state: dict[str, t.Any], config: t.Mapping[str, t.Any], logger: logging.Logger
+) -> dict[str, t.Any]:
+    """The state with the conversations bookmark renamed to the key the settings choose."""
+    bookmark = (state.get("bookmarks") or {}).get("conversations")
+    if not isinstance(bookmark, dict) or not bookmark.get("replication_key_value"):
+        return state
+    key = streams.ConversationsStream.replication_key_for(config)
+    if bookmark.get("replication_key") in (None, key):
+        return state
+    logger.info(
+        "Conversations now follow %s; continuing from the %s bookmark %s",
+        key,
+        bookmark.get("replication_key"),
+        bookmark["replication_key_value"],
+    )
+    renamed = {**bookmark, "replication_key": key}
+    renamed.pop("starting_replication_value", None)
+    return {**state, "bookmarks": {**state["bookmarks"], "conversations": renamed}}
 
 
 def check_config(config: t.Mapping[str, t.Any]) -> None:
@@ -344,101 +325,3 @@ def check_config(config: t.Mapping[str, t.Any]) -> None:
             msg = f"{name} must be between 1 and 100, not {value}"
             raise ConfigurationError(msg)
     resolve_api_url(config)
-
-
-_CLI_STATE: dict[str, bool] = {"debug": False}
-
-
-def _limit_heap_arenas(arenas: int = 2) -> None:
-    """Let the process's threads share two glibc heap arenas instead of one each.
-
-    Each worker thread that parses search pages would otherwise keep an arena of its
-    own, holding freed pages: 15-30 MB of resident memory for nothing. Linux with
-    glibc only; anywhere else this does nothing.
-    """
-    if not sys.platform.startswith("linux") or os.environ.get("MALLOC_ARENA_MAX"):
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        m_arena_max = -8  # from glibc's malloc.h
-        libc.mallopt(m_arena_max, arenas)
-    except (OSError, AttributeError):
-        return
-
-
-def main() -> None:
-    """Run the CLI; print a one-line error (no traceback) for anything the user can fix.
-
-    Everything written to stderr passes a redactor first, so not even a traceback
-    (shown only with ``debug``) can carry the API key.
-    """
-    sys.stderr = RedactingStream(sys.stderr, _secrets_from_argv())
-    _limit_heap_arenas()
-    _CLI_STATE["debug"] = os.environ.get("TAP_KUSTOMER_DEBUG", "").lower() in {"1", "true"}
-    try:
-        exit_code = TapKustomer.cli(standalone_mode=False)
-    except KustomerTapError as exc:
-        _fail(str(exc), exc, code=exc.exit_code)
-    except ValueError as exc:
-        if not type(exc).__name__.endswith("JSONDecodeError"):
-            _fail(describe_unexpected(exc), exc)
-        _fail(
-            "a JSON file given to --config, --state or --catalog is not valid JSON "
-            f"(line {getattr(exc, 'lineno', '?')}, column {getattr(exc, 'colno', '?')}); "
-            "fix the file",
-            exc,
-        )
-    except click.exceptions.ClickException as exc:
-        _fail(exc.format_message(), exc, code=exc.exit_code or 2)
-    except (SystemExit, KeyboardInterrupt):
-        raise
-    except Exception as exc:  # the last line of defence for the CLI
-        _fail(describe_unexpected(exc), exc)
-    if isinstance(exit_code, int) and exit_code:
-        sys.stderr.write("tap-kustomer: error: the configuration is invalid (see above)\n")
-        raise SystemExit(exit_code)
-
-
-def describe_unexpected(exc: BaseException) -> str:
-    """One line for an error the tap has no specific words for."""
-    from singer_sdk.exceptions import ConfigValidationError
-
-    if isinstance(exc, ConfigValidationError):
-        details = "; ".join(str(e) for e in getattr(exc, "errors", []) or []) or str(exc)
-        return f"the configuration is invalid: {details}"
-    if isinstance(exc, FileNotFoundError):
-        return f"file not found: {exc.filename}"
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _fail(message: str, exc: BaseException, *, code: int = 1) -> t.NoReturn:
-    if _CLI_STATE["debug"]:
-        import traceback
-
-        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
-    sys.stderr.write(f"tap-kustomer: error: {' '.join(message.split())}\n")
-    sys.stderr.flush()
-    raise SystemExit(code)
-
-
-def _secrets_from_argv() -> list[str]:
-    """The API key, read early from --config files and the environment, for redaction."""
-    secrets = [os.environ.get("TAP_KUSTOMER_API_KEY", "")]
-    args = sys.argv[1:]
-    for index, arg in enumerate(args):
-        if arg == "--config" and index + 1 < len(args):
-            try:
-                with open(args[index + 1], encoding="utf-8") as handle:
-                    config = json.load(handle)
-            except (OSError, ValueError):
-                continue
-            if isinstance(config, dict) and isinstance(config.get("api_key"), str):
-                secrets.append(config["api_key"])
-    return [s for s in secrets if s]
-
-
-if __name__ == "__main__":
-    main()

@@ -97,11 +97,7 @@ def run_tap(
 ) -> TapRun:
     """Run a full sync in this process and collect its messages."""
     catalog = catalog_for(config, select) if select is not None else None
-    tap = TapKustomer(config=config, state=state, catalog=catalog, parse_env_config=False)
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        tap.sync_all()
-    return TapRun(parse_messages(buffer.getvalue()), raw_stdout=buffer.getvalue())
+    return run_with_catalog(config, catalog, state=state)
 
 
 def run_cli(
@@ -133,3 +129,17 @@ def run_cli(
         check=False,
     )
     return TapRun(parse_messages(done.stdout), done.returncode, done.stderr, done.stdout)
+
+
+def run_with_catalog(
+    config: dict[str, t.Any],
+    catalog: dict[str, t.Any] | None,
+    *,
+    state: dict[str, t.Any] | None = None,
+) -> TapRun:
+    """Run a full sync in this process with a catalog saved earlier."""
+    tap = TapKustomer(config=config, state=state, catalog=catalog, parse_env_config=False)
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        tap.sync_all()
+    return TapRun(parse_messages(buffer.getvalue()), raw_stdout=buffer.getvalue())

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import timedelta
 
 import pytest
 
@@ -19,46 +18,14 @@ from tap_kustomer.search import parse_timestamp
 from tap_kustomer.streams import ConversationsStream
 from tests.sandbox import Sandbox, SandboxOptions
 from tests.tap_harness import REPO, parse_messages, run_tap, tap_env
-
-API_KEY = "scenario-key"
-LAG_MINUTES = 10
-
-
-def config_for(sandbox: Sandbox, **extra) -> dict:
-    return {
-        "api_key": API_KEY,
-        "api_url": sandbox.base_url,
-        "start_date": "2000-01-01T00:00:00Z",
-        "index_lag_minutes": LAG_MINUTES,
-        "backoff_base_seconds": 0.01,
-        **extra,
-    }
-
-
-def settle(sandbox: Sandbox) -> None:
-    """Move the sandbox clock past the tap's index lag, so recent changes are in reach."""
-    sandbox.advance_clock(LAG_MINUTES * 60 + 60)
-
-
-def window_end(sandbox: Sandbox):
-    return sandbox.now() - timedelta(minutes=LAG_MINUTES)
-
-
-def expected_resolved(sandbox: Sandbox, since=None) -> set[str]:
-    return set(sandbox.resolved_conversation_ids(since=since, until=window_end(sandbox)))
-
-
-def thread_ids(sandbox: Sandbox, conversation_ids: set[str]) -> tuple[set[str], set[str]]:
-    truth = sandbox.truth(["messages", "notes"])
-
-    def of(kind: str) -> set[str]:
-        return {
-            r["id"]
-            for r in truth[kind]
-            if r["relationships"]["conversation"]["data"]["id"] in conversation_ids
-        }
-
-    return of("messages"), of("notes")
+from tests.truth import (
+    API_KEY,
+    config_for,
+    expected_resolved,
+    settle,
+    thread_ids,
+    window_end,
+)
 
 
 def start(sandbox: Sandbox) -> Sandbox:
