@@ -7,6 +7,7 @@ shown only with ``debug`` (and is redacted like every other line on stderr).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import typing as t
@@ -71,11 +72,16 @@ def describe_unexpected(exc: BaseException) -> str:
 
 
 def _fail(message: str, exc: BaseException, *, code: int = 1, debug: bool) -> t.NoReturn:
-    if debug:
-        import traceback
+    line = f"tap-kustomer: error: {' '.join(message.split())}"
+    if os.environ.get("SINGER_SDK_LOG_CONFIG"):
+        # The user asked for a logging setup (JSON lines, say): the error is one record.
+        logging.getLogger("tap-kustomer").error(line, exc_info=exc if debug else None)
+    else:
+        if debug:
+            import traceback
 
-        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
-    sys.stderr.write(f"tap-kustomer: error: {' '.join(message.split())}\n")
+            traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+        sys.stderr.write(line + "\n")
     sys.stderr.flush()
     raise SystemExit(code)
 

@@ -20,9 +20,10 @@ from urllib.parse import urlparse
 import backoff
 import requests
 from singer_sdk.authenticators import BearerTokenAuthenticator
-from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from singer_sdk.exceptions import RetriableAPIError
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.streams import RESTStream
+from typing_extensions import override
 
 from tap_kustomer.budget import RequestBudget
 from tap_kustomer.conform import RecordConformer
@@ -31,8 +32,12 @@ from tap_kustomer.errors import (
     ROLE_BY_RESOURCE,
     ApiUnavailableError,
     AuthenticationError,
+    BadRequestError,
     ConfigurationError,
+    MalformedResponseError,
+    NotFoundError,
     PermissionDeniedError,
+    RateLimitedError,
     UnexpectedResponseError,
 )
 from tap_kustomer.progress import DEFAULT_INTERVAL, Progress
@@ -132,19 +137,6 @@ class RunResources:
     lock: threading.RLock = field(default_factory=threading.RLock)
 
 
-class RateLimitedError(RetriableAPIError):
-    """A 429: wait for the window to reset, not for a blind backoff."""
-
-    def __init__(self, message: str, response: requests.Response, wait_seconds: float) -> None:
-        """Carry the wait the budget computed from the rate-limit headers."""
-        super().__init__(message, response)
-        self.wait_seconds = wait_seconds
-
-
-class MalformedResponseError(RetriableAPIError):
-    """A 2xx whose body is not the JSON object Kustomer promises (truncated, HTML)."""
-
-
 class BudgetedSession(requests.Session):
     """A session that waits for the shared budget before each send."""
 
@@ -153,6 +145,7 @@ class BudgetedSession(requests.Session):
         super().__init__()
         self.budget = budget
 
+    @override
     def send(self, request: requests.PreparedRequest, **kwargs: t.Any) -> requests.Response:
         """Acquire budget, send, and feed the response headers back to the budget."""
         is_search = urlparse(request.url or "").path.endswith("/customers/search")
@@ -187,16 +180,19 @@ class KustomerStream(RESTStream[t.Any]):
     metadata_resource: str | None = None
 
     @cached_property
+    @override
     def url_base(self) -> str:
         """Scheme and host only; paths carry ``/v1`` themselves, like the API's links."""
         return resolve_api_url(self.config)
 
     @cached_property
+    @override
     def authenticator(self) -> BearerTokenAuthenticator:
         """Kustomer API keys are bearer tokens."""
         return BearerTokenAuthenticator(token=self.config["api_key"])
 
     @property
+    @override
     def http_headers(self) -> dict[str, str]:
         """Ask for JSON explicitly; Kustomer's gateway answers HTML on some errors."""
         headers = {"Accept": "application/json"}
@@ -254,21 +250,25 @@ class KustomerStream(RESTStream[t.Any]):
             self.logger.warning("Type fixes in %s: %s", self.name, self.conformer.summary())
 
     @cached_property
+    @override
     def requests_session(self) -> requests.Session:
         """One budgeted session per stream; the budget itself is shared."""
         return BudgetedSession(self.budget)
 
     @property
+    @override
     def timeout(self) -> int:
         """Seconds to wait for one response before retrying."""
         return int(self.config.get("request_timeout") or 60)
 
     # Retries.
 
+    @override
     def backoff_max_tries(self) -> int:
         """Attempts per request before the run stops (with its state saved)."""
         return int(self.config.get("max_retries", 8)) + 1
 
+    @override
     def backoff_wait_generator(self) -> t.Generator[float, t.Any, None]:
         """Wait out a 429 until its window resets; back off exponentially otherwise."""
 
@@ -289,12 +289,14 @@ class KustomerStream(RESTStream[t.Any]):
     def _backoff_base(self) -> float:
         return float(self.config.get("backoff_base_seconds", 1.0))
 
+    @override
     def backoff_jitter(self, value: float) -> float:
         """Add up to 10% so parallel workers do not retry in lockstep."""
         import random
 
         return value * (1.0 + random.random() / 10.0)
 
+    @override
     def backoff_handler(self, details: t.Any) -> None:
         """Log one redacted line per retry."""
         exc = details.get("exception")
@@ -313,6 +315,7 @@ class KustomerStream(RESTStream[t.Any]):
 
     # Responses.
 
+    @override
     def response_error_message(self, response: requests.Response) -> str:
         """A short message: status, path and the API's own title, never headers or URL."""
         path = urlparse(response.url).path
@@ -320,6 +323,7 @@ class KustomerStream(RESTStream[t.Any]):
         message = f"HTTP {response.status_code} {response.reason or ''} on {path}".strip()
         return f"{message}: {title}" if title else message
 
+    @override
     def validate_response(self, response: requests.Response) -> None:
         """Turn Kustomer's answers into retries or one-line, fixable errors."""
         status = response.status_code
@@ -358,7 +362,8 @@ class KustomerStream(RESTStream[t.Any]):
             raise MalformedResponseError(msg, response)
         return body
 
-    def parse_response(self, response: requests.Response) -> t.Iterable[dict]:
+    @override
+    def parse_response(self, response: requests.Response) -> t.Iterable[dict[str, t.Any]]:
         """Records of a JSON:API list, from the body ``validate_response`` already read."""
         body = getattr(response, _JSON_CACHE_ATTR, None) or self._decode(response)
         data = body.get("data")
@@ -466,6 +471,7 @@ class KustomerStream(RESTStream[t.Any]):
         """Stream-specific columns and fixes; the default changes nothing."""
         return row
 
+    @override
     def post_process(
         self, row: dict[str, t.Any], context: Context | None = None
     ) -> dict[str, t.Any] | None:
@@ -540,6 +546,7 @@ class KustomerStream(RESTStream[t.Any]):
             "POST", SEARCH_PATH, params={"page": page, "pageSize": page_size}, body=body
         )
 
+    @override
     def request_decorator(
         self,
         func: t.Callable[..., t.Any],
@@ -557,7 +564,8 @@ class KustomerStream(RESTStream[t.Any]):
             logger=None,
         )(func)
 
-    def request_records(self, context: Context | None) -> t.Iterable[dict]:
+    @override
+    def request_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
         """The SDK's paginated requests, with the same one-line errors as direct ones."""
         with self._one_line_errors():
             yield from super().request_records(context)
@@ -584,14 +592,6 @@ def _is_refused(exc: Exception) -> bool:
         )
         and "Connection aborted" not in str(exc)
     )
-
-
-class NotFoundError(FatalAPIError):
-    """A 404: the object is gone (deleted between search and fetch) or the path is wrong."""
-
-
-class BadRequestError(FatalAPIError, UnexpectedResponseError):
-    """A 400 the tap cannot retry: the query or a setting is wrong."""
 
 
 def give_up_message(exc: RetriableAPIError, tries: int) -> str:

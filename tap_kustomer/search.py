@@ -20,6 +20,8 @@ import typing as t
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+from tap_kustomer.errors import SearchCapError, UnexpectedResponseError
+
 SEARCH_PAGE_SIZE = 500
 SEARCH_RESULT_CAP = 10_000
 _MAX_TIE_READS = 6
@@ -31,10 +33,6 @@ _ISO = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?)?"
     r"\s*(Z|[+-]\d{2}:?\d{2})?$"
 )
-
-
-class SearchCapError(RuntimeError):
-    """More records share every walk key than one search may return."""
 
 
 def parse_timestamp(value: t.Any) -> datetime | None:
@@ -144,7 +142,7 @@ class SearchWalk:
         data = payload.get("data")
         if not isinstance(data, list):
             msg = "search response has no 'data' list"
-            raise TypeError(msg)
+            raise UnexpectedResponseError(msg)
         meta = payload.get("meta") or {}
         total = meta.get("total") if isinstance(meta, dict) else None
         total = total if isinstance(total, int) else None
@@ -205,7 +203,7 @@ class SearchWalk:
                 f"search for {self.query_context} records returned {_id(record)!r} "
                 f"without a readable {'.'.join(key.attribute_path)}"
             )
-            raise TypeError(msg)
+            raise UnexpectedResponseError(msg)
         return value
 
     def _read_tie_group(

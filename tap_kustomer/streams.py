@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import copy
 import typing as t
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from urllib.parse import ParseResult, parse_qsl
 
 from singer_sdk import SchemaDirectory, StreamSchema
-from singer_sdk.pagination import BaseHATEOASPaginator
 from typing_extensions import override
 
 from tap_kustomer import schemas
-from tap_kustomer.client import KustomerStream, NotFoundError
-from tap_kustomer.errors import PermissionDeniedError
+from tap_kustomer.client import KustomerStream
+from tap_kustomer.errors import NotFoundError, PermissionDeniedError
+from tap_kustomer.pagination import NextLinkPaginator
 from tap_kustomer.sdk_adapter import (
     OpenCounter,
     advance_bookmark,
@@ -37,7 +38,6 @@ from tap_kustomer.threads import (
 )
 
 if t.TYPE_CHECKING:
-    import requests
     from singer_sdk.helpers.types import Context
     from singer_sdk.streams.rest import HTTPRequest, PageContext
 
@@ -54,17 +54,18 @@ class CustomAttributeSchema(StreamSchema):
     columns when a target flattens records.
     """
 
+    @override
     def get_stream_schema(self, stream: t.Any, stream_class: t.Any) -> dict[str, t.Any]:
         """Read the definitions once per stream instance."""
         cached = stream.__dict__.get("_schema_with_custom_attributes")
         if cached is not None:
-            return t.cast("dict[str, t.Any]", cached)
+            return cached  # type: ignore[no-any-return]
         schema = copy.deepcopy(super().get_stream_schema(stream, stream_class))
         custom = _path(schema, "properties", "attributes", "properties", "custom")
         if isinstance(custom, dict):
             custom.setdefault("properties", {}).update(stream.custom_attribute_types())
         stream.__dict__["_schema_with_custom_attributes"] = schema
-        return t.cast("dict[str, t.Any]", schema)
+        return schema
 
 
 def _path(record: dict[str, t.Any], *parts: str) -> t.Any:
@@ -103,6 +104,7 @@ class SearchedStream(KustomerStream):
         """Filters besides the time window."""
         return []
 
+    @override
     def get_replication_key_signpost(self, context: Context | None = None) -> None:
         """No signpost: the walk's upper bound already comes from the server's clock."""
         return
@@ -185,7 +187,8 @@ class ConversationsStream(SearchedStream):
     # Each conversation carries its thread, so a STATE every 100 is every ~1,000 records.
     STATE_MSG_FREQUENCY = 100
 
-    @property  # type: ignore[override]
+    # mypy does not see @override on a property that has a setter.
+    @property  # type: ignore[explicit-override]
     @override
     def replication_key(self) -> str:
         """The key the settings choose; a catalog cannot change it.
@@ -227,6 +230,7 @@ class ConversationsStream(SearchedStream):
         """Whether this run's walk follows resolution time."""
         return self.walks_resolution_for(self.config)
 
+    @override
     def walk_keys(self) -> list[WalkKey]:
         """Resolution (or update) time, then creation time, then update time."""
         created = WalkKey("conversation_created_at", ("createdAt",))
@@ -239,12 +243,14 @@ class ConversationsStream(SearchedStream):
             ]
         return [updated, created]
 
+    @override
     def walk_criteria(self) -> list[dict[str, t.Any]]:
         """Only resolved conversations, unless every conversation was asked for."""
         if self.config.get("resolved_only", True):
             return [{"conversation_status": {"equals": "done"}}]
         return []
 
+    @override
     def generate_child_contexts(
         self, record: dict[str, t.Any], context: Context | None
     ) -> t.Iterable[Context | None]:
@@ -262,13 +268,28 @@ class ConversationsStream(SearchedStream):
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
         """Walk the window; write each conversation's thread just before it."""
         self.check_key_once()
+        workers = max(1, int(self.config.get("max_workers", 4)))
+        # One pool for the run: the thread fetches, plus one worker per bulk kind.
+        pool = ThreadPoolExecutor(workers + 2, thread_name_prefix="kustomer-threads")
+        finished = False
+        try:
+            yield from self._sync_conversations(context, pool, workers)
+            finished = True
+        finally:
+            # A failed or stopped run does not wait for requests still queued or in flight.
+            pool.shutdown(wait=finished, cancel_futures=not finished)
+
+    def _sync_conversations(
+        self, context: Context | None, pool: ThreadPoolExecutor, workers: int
+    ) -> t.Iterator[dict[str, t.Any]]:
         messages, notes = self.thread_streams()
         planner = ThreadPlanner(
             self.request_json,
             self.search,
             want_messages=messages is not None,
             want_notes=notes is not None,
-            workers=int(self.config.get("max_workers", 4)),
+            pool=pool,
+            workers=workers,
             strategy=self.thread_strategy(),
             is_not_found=lambda exc: isinstance(exc, NotFoundError),
             logger=self.logger,
@@ -391,6 +412,7 @@ class ConversationsStream(SearchedStream):
                 else:
                     planner.want_notes = False
 
+    @override
     def prepare_record(
         self, row: dict[str, t.Any], context: Context | None = None
     ) -> dict[str, t.Any] | None:
@@ -443,6 +465,7 @@ class ThreadStream(KustomerStream):
             self._counter.close()
             self._counter = None
 
+    @override
     def prepare_record(
         self, row: dict[str, t.Any], context: Context | None = None
     ) -> dict[str, t.Any] | None:
@@ -478,6 +501,7 @@ class MessagesStream(ThreadStream):
     metadata_resource = "message"
     schema = CustomAttributeSchema(SCHEMAS)
 
+    @override
     def prepare_record(
         self, row: dict[str, t.Any], context: Context | None = None
     ) -> dict[str, t.Any] | None:
@@ -509,6 +533,7 @@ class CustomersStream(SearchedStream):
     schema = CustomAttributeSchema(SCHEMAS)
     STATE_MSG_FREQUENCY = 1000
 
+    @override
     def walk_keys(self) -> list[WalkKey]:
         """Update time, then creation time."""
         return [
@@ -516,20 +541,13 @@ class CustomersStream(SearchedStream):
             WalkKey("customer_created_at", ("createdAt",)),
         ]
 
+    @override
     def prepare_record(
         self, row: dict[str, t.Any], context: Context | None = None
     ) -> dict[str, t.Any] | None:
         """Add the flat column updated_at."""
         row["updated_at"] = _iso(_path(row, "attributes", "updatedAt"))
         return row
-
-
-class _NextLinkPaginator(BaseHATEOASPaginator):
-    """Follow the host-relative ``links.next`` of a JSON:API list until it is null."""
-
-    def get_next_url(self, response: requests.Response) -> str | None:
-        links = (response.json() or {}).get("links") or {}
-        return links.get("next") or None
 
 
 class TagsStream(KustomerStream):
@@ -546,10 +564,12 @@ class TagsStream(KustomerStream):
         super().__init__(*args, **kwargs)
         self._extra_params: dict[str, str] = {}
 
-    def get_new_paginator(self) -> _NextLinkPaginator:
+    @override
+    def get_new_paginator(self) -> NextLinkPaginator:
         """Tags come in pages linked by ``links.next``."""
-        return _NextLinkPaginator()
+        return NextLinkPaginator()
 
+    @override
     def get_http_request(self, *, page: PageContext[ParseResult | None]) -> HTTPRequest:
         """First page by size; later pages exactly as the API linked them."""
         request = super().get_http_request(page=page)
@@ -561,6 +581,7 @@ class TagsStream(KustomerStream):
             request.params.update({"page": 1, "pageSize": self.page_size, **self._extra_params})
         return request
 
+    @override
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
         """All tags; then, if none came back deleted, ask for deleted ones explicitly.
 
@@ -594,6 +615,7 @@ class TagsStream(KustomerStream):
                 seen.add(str(record.get("id")))
                 yield record
 
+    @override
     def prepare_record(
         self, row: dict[str, t.Any], context: Context | None = None
     ) -> dict[str, t.Any] | None:

@@ -17,7 +17,7 @@ from typing_extensions import override
 
 from tap_kustomer import streams
 from tap_kustomer.budget import RequestBudget
-from tap_kustomer.client import REGION_URLS, RunResources, resolve_api_url
+from tap_kustomer.client import REGION_URLS, KustomerStream, RunResources, resolve_api_url
 from tap_kustomer.errors import ConfigurationError, install_redactor
 from tap_kustomer.sdk_adapter import TerminationHook
 from tap_kustomer.search import parse_timestamp
@@ -26,7 +26,7 @@ from tap_kustomer.stopping import RunStopped
 if t.TYPE_CHECKING:
     from singer_sdk.streams import Stream
 
-STREAM_TYPES: list[type[streams.KustomerStream]] = [
+STREAM_TYPES: list[type[KustomerStream]] = [
     streams.ConversationsStream,
     streams.MessagesStream,
     streams.NotesStream,
@@ -239,9 +239,7 @@ class TapKustomer(TerminationHook, Tap):
             budget=RequestBudget(
                 share=share,
                 max_requests_per_minute=self.config.get("max_requests_per_minute"),
-                max_search_requests_per_minute=self.config.get(
-                    "max_search_requests_per_minute"
-                ),
+                max_search_requests_per_minute=self.config.get("max_search_requests_per_minute"),
             )
         )
 

@@ -143,3 +143,37 @@ def run_with_catalog(
     with contextlib.redirect_stdout(buffer):
         tap.sync_all()
     return TapRun(parse_messages(buffer.getvalue()), raw_stdout=buffer.getvalue())
+
+
+def closed_port(host: str = "127.0.0.1") -> int:
+    """A loopback port nothing listens on (free when asked; connecting is refused)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class ReservedPort:
+    """A free loopback port, held bound (not listening) until :meth:`release`.
+
+    Lets a URL be known before its server starts: while held, nothing else (an
+    outgoing connection's local port included) can take the port, and connecting to it
+    is refused at once.
+    """
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        import atexit
+        import socket
+
+        self.host = host
+        self._socket = socket.socket()
+        self._socket.bind((host, 0))
+        self.port = int(self._socket.getsockname()[1])
+        self.url = f"http://{host}:{self.port}"
+        atexit.register(self._socket.close)
+
+    def release(self) -> int:
+        """Free the port for the server about to bind it; returns the port."""
+        self._socket.close()
+        return self.port

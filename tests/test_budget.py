@@ -38,18 +38,35 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def budget(clock: FakeClock, *, limit: int = 100, share: float = 0.8,
-           max_per_minute: int | None = None, name: str = "org") -> RateBudget:
-    return RateBudget(name, default_limit=limit, share=share, max_per_minute=max_per_minute,
-                      clock=clock.monotonic, wall_clock=clock.wall, sleep=clock.sleep)
+def budget(
+    clock: FakeClock,
+    *,
+    limit: int = 100,
+    share: float = 0.8,
+    max_per_minute: int | None = None,
+    name: str = "org",
+) -> RateBudget:
+    return RateBudget(
+        name,
+        default_limit=limit,
+        share=share,
+        max_per_minute=max_per_minute,
+        clock=clock.monotonic,
+        wall_clock=clock.wall,
+        sleep=clock.sleep,
+    )
 
 
 def headers(limit: int, remaining: int, reset: float | str) -> dict[str, str]:
-    return {"x-ratelimit-limit": str(limit), "x-ratelimit-remaining": str(remaining),
-            "x-ratelimit-reset": str(reset)}
+    return {
+        "x-ratelimit-limit": str(limit),
+        "x-ratelimit-remaining": str(remaining),
+        "x-ratelimit-reset": str(reset),
+    }
 
 
 # Allowance.
+
 
 def test_allowance_is_the_share_of_the_limit_the_headers_report(clock):
     b = budget(clock, limit=300, share=0.8)
@@ -74,6 +91,7 @@ def test_allowance_is_at_least_one(clock):
 
 
 # The tap's own requests.
+
 
 def test_acquire_waits_when_its_own_requests_in_the_last_minute_reach_the_allowance(clock):
     b = budget(clock, limit=10, share=0.5)  # allowance 5
@@ -102,6 +120,7 @@ def test_requests_older_than_a_minute_no_longer_count(clock):
 
 # The server's count (other integrations share it).
 
+
 @pytest.mark.parametrize("fmt", ["epoch", "delta"])
 def test_server_remaining_at_the_reserve_pauses_until_the_reset(clock, fmt):
     b = budget(clock, limit=100, share=0.8)  # reserve 20
@@ -123,23 +142,30 @@ def test_a_server_count_above_the_reserve_does_not_pause(clock):
 
 # The reset header.
 
-@pytest.mark.parametrize(("reset", "expected"), [
-    (EPOCH + 1_000 + 42, 42),  # epoch seconds (clock.now is 1000)
-    (42, 42),  # seconds until reset
-    ("42.0", 42),
-    (0, 0),
-])
+
+@pytest.mark.parametrize(
+    ("reset", "expected"),
+    [
+        (EPOCH + 1_000 + 42, 42),  # epoch seconds (clock.now is 1000)
+        (42, 42),  # seconds until reset
+        ("42.0", 42),
+        (0, 0),
+    ],
+)
 def test_reset_as_epoch_or_as_seconds_until(clock, reset, expected):
     b = budget(clock)
     b.observe(headers(100, 50, reset))
     assert b.reset_at == pytest.approx(clock.now + expected)
 
 
-@pytest.mark.parametrize("reset", [
-    EPOCH + 1_000 + 86_400,  # a skewed clock, a day ahead
-    (EPOCH + 1_000 + 30) * 1000,  # milliseconds, not seconds
-    5_000,  # "seconds until" far beyond one window
-])
+@pytest.mark.parametrize(
+    "reset",
+    [
+        EPOCH + 1_000 + 86_400,  # a skewed clock, a day ahead
+        (EPOCH + 1_000 + 30) * 1000,  # milliseconds, not seconds
+        5_000,  # "seconds until" far beyond one window
+    ],
+)
 def test_an_absurd_reset_falls_back_to_one_window(clock, reset):
     b = budget(clock)
     b.observe(headers(100, 0, reset))
@@ -158,14 +184,16 @@ def test_a_reset_in_the_past_does_not_pause(clock):
 
 def test_unreadable_headers_are_ignored(clock):
     b = budget(clock, limit=100)
-    b.observe({"x-ratelimit-limit": "many", "x-ratelimit-remaining": "",
-               "x-ratelimit-reset": "soon"})
+    b.observe(
+        {"x-ratelimit-limit": "many", "x-ratelimit-remaining": "", "x-ratelimit-reset": "soon"}
+    )
     assert b.limit == 100
     assert b.remaining is None
     assert b.reset_at is None
 
 
 # 429.
+
 
 @pytest.mark.parametrize("fmt", ["epoch", "delta"])
 def test_rate_limited_returns_the_wait_until_the_reset(clock, fmt):
@@ -190,6 +218,7 @@ def test_rate_limited_without_a_usable_reset_waits_one_window(clock):
 
 
 # A simulated server: in steady state the budget never runs into a 429.
+
 
 class FixedWindowServer:
     """Kustomer's per-minute window, answering with the sandbox's headers."""
@@ -242,6 +271,7 @@ def test_steady_state_has_no_429_with_either_reset_format(clock, fmt):
 
 # The run's budget: org and search.
 
+
 def request_budget(clock: FakeClock) -> RequestBudget:
     rb = RequestBudget(share=0.8, sleep=clock.sleep)
     rb.org = budget(clock, limit=300, share=0.8, name="org")
@@ -276,8 +306,7 @@ def test_org_and_search_budgets_are_separate(clock):
 
 
 def test_constructor_limits_and_caps():
-    rb = RequestBudget(share=0.5, max_requests_per_minute=50,
-                       max_search_requests_per_minute=7)
+    rb = RequestBudget(share=0.5, max_requests_per_minute=50, max_search_requests_per_minute=7)
     assert rb.org.allowance == 50  # 50% of the default 300 is 150, capped at 50
     assert rb.search.allowance == 7
 
@@ -288,8 +317,149 @@ def test_server_time_follows_the_date_header():
     ahead = time.time() + 3_600
     rb.observe({"Date": email.utils.formatdate(ahead, usegmt=True)}, is_search=False)
     assert rb.server_time() == pytest.approx(ahead, abs=2)
-    rb.observe({"date": email.utils.formatdate(time.time() - 600, usegmt=True)},
-               is_search=True)
+    rb.observe({"date": email.utils.formatdate(time.time() - 600, usegmt=True)}, is_search=True)
     assert rb.server_time() == pytest.approx(time.time() - 600, abs=2)
     rb.observe({"Date": "not a date"}, is_search=False)
     assert rb.server_time() == pytest.approx(time.time() - 600, abs=2)
+
+
+# Which budget a search response's headers describe (undocumented: both conventions).
+
+
+def run_budget(clock: FakeClock, **kw: object) -> RequestBudget:
+    return RequestBudget(
+        share=0.8, clock=clock.monotonic, wall_clock=clock.wall, wait=clock.sleep, **kw
+    )  # type: ignore[arg-type]
+
+
+def test_a_search_reporting_the_limit_of_other_requests_feeds_the_org_budget(clock):
+    rb = run_budget(clock)
+    rb.observe(headers(1000, 990, 30), is_search=False)
+    rb.observe(headers(1000, 989, 30), is_search=True)
+    assert (rb.org.limit, rb.org.remaining) == (1000, 989)
+    assert rb.search.limit == 100  # still the documented default
+    rb.observe(headers(10, 9, 30), is_search=True)  # another limit: the search budget's
+    assert (rb.search.limit, rb.org.limit) == (10, 1000)
+
+
+def test_org_headers_never_raise_a_search_limit_learned_from_a_429(clock):
+    rb = run_budget(clock)
+    rb.observe(headers(1000, 999, 30), is_search=True)  # nothing known yet: search
+    assert rb.search.limit == 1000
+    rb.observe(headers(10, 0, 30), is_search=True)  # the 429, as the client sees it first
+    wait = rb.rate_limited(headers(10, 0, 30), is_search=True)
+    assert wait == pytest.approx(30, abs=0.1)
+    assert (rb.search.limit, rb.search.refused_limit, rb.search.allowance) == (10, 10, 8)
+    clock.advance(31)
+    rb.observe(headers(1000, 998, 59), is_search=True)
+    assert (rb.search.limit, rb.org.limit, rb.org.remaining) == (10, 1000, 998)
+    rb.observe(headers(6, 5, 59), is_search=True)  # a lower search limit still counts
+    assert rb.search.limit == 6
+
+
+def test_a_429_without_a_limit_learns_it_from_the_searches_sent_in_its_window(clock):
+    rb = run_budget(clock)
+    rb.observe(headers(1000, 999, 40), is_search=True)
+    rb.acquire(is_search=True)
+    for _ in range(6):
+        rb.acquire(is_search=True)
+        clock.advance(1)
+    refused = {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "33"}
+    rb.acquire(is_search=True)
+    rb.observe(refused, is_search=True)
+    wait = rb.rate_limited(refused, is_search=True)
+    assert wait == pytest.approx(33, abs=0.1)
+    assert (rb.search.limit, rb.search.refused_limit) == (7, 7)
+    assert rb.search.stats.rate_limited == 1
+    assert rb.org.stats.rate_limited == 0
+
+
+def test_a_second_429_in_the_window_refines_a_counted_limit_downwards(clock):
+    rb = run_budget(clock)
+    for _ in range(12):  # 10 accepted, then two in flight both refused
+        rb.acquire(is_search=True)
+    refused = {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "50"}
+    rb.rate_limited(refused, is_search=True)
+    assert rb.search.limit == 11
+    rb.rate_limited(refused, is_search=True)
+    assert rb.search.limit == 10
+
+
+def test_a_search_refused_by_the_org_budget_is_charged_to_the_org(clock):
+    rb = run_budget(clock)
+    rb.observe(headers(300, 1, 20), is_search=False)
+    rb.observe(headers(300, 0, 20), is_search=True)
+    rb.rate_limited(headers(300, 0, 20), is_search=True)
+    assert (rb.org.stats.rate_limited, rb.search.stats.rate_limited) == (1, 0)
+    assert rb.search.limit == 100
+    assert rb.search.refused_limit is None
+
+
+def test_wait_does_the_pauses_and_can_abandon_an_acquire(clock):
+    class StoppedError(Exception):
+        pass
+
+    def stop(seconds: float) -> None:
+        raise StoppedError(seconds)
+
+    rb = RequestBudget(
+        search_default_limit=1,
+        clock=clock.monotonic,
+        wall_clock=clock.wall,
+        sleep=stop,
+        wait=clock.sleep,
+    )  # wait wins over the older sleep
+    rb.acquire(is_search=True)
+    clock.advance(10)
+    rb.acquire(is_search=True)
+    assert clock.sleeps == [pytest.approx(50)]
+    rb = RequestBudget(
+        search_default_limit=1, clock=clock.monotonic, wall_clock=clock.wall, wait=stop
+    )
+    rb.acquire(is_search=True)
+    with pytest.raises(StoppedError):
+        rb.acquire(is_search=True)
+    assert rb.search.stats.requests == 1
+    assert rb.org.stats.requests == 1
+
+
+def test_server_time_uses_the_injected_wall_clock(clock):
+    rb = run_budget(clock)
+    assert rb.server_time() == clock.wall()
+    rb.observe({"Date": email.utils.formatdate(clock.wall() + 120, usegmt=True)}, is_search=False)
+    assert rb.server_time() == pytest.approx(clock.wall() + 120, abs=1)
+
+
+# Ten simulated minutes of searching against both conventions (benchmarks/rate_model.py).
+
+
+@pytest.mark.parametrize("search_limit", [10, 100])
+@pytest.mark.parametrize("windows", ["minute", "first-request"])
+@pytest.mark.parametrize("limit_on_429", [True, False], ids=["429-limit", "429-no-limit"])
+@pytest.mark.parametrize("convention", ["search", "org"])
+def test_searching_costs_at_most_one_burst_of_429s_under_either_convention(
+    clock, convention, limit_on_429, windows, search_limit
+):
+    from benchmarks.rate_model import SimulatedKustomer, run_searches
+
+    server = SimulatedKustomer(
+        clock,
+        org_limit=1000,
+        search_limit=search_limit,
+        convention=convention,
+        limit_on_429=limit_on_429,
+        windows=windows,
+    )
+    rb = run_budget(clock)
+    # Fast answers from a window opened mid-second: the whole first burst fits in the
+    # second before the one the (rounded-up) reset header implies as the window start.
+    clock.advance(0.3)
+    run_searches(rb, server, clock, minutes=10.5, latency=0.005)
+    per_window = server.per_window(10)
+    searches = [s for s, _ in per_window]
+    refused = [r for _, r in per_window]
+    assert refused[0] <= 1, per_window  # one request was refused, then the limit known
+    assert refused[1:] == [0] * 9, per_window
+    assert searches[1:] == [int(search_limit * 0.8)] * 9, per_window
+    assert rb.search.limit == search_limit
+    assert rb.search.stats.rate_limited == sum(refused)

@@ -22,6 +22,9 @@ from tests.legacy_tap import (
 from tests.sandbox import Sandbox, SandboxOptions
 from tests.sandbox.clock import parse_ts
 
+# Slow: installs singer-io's tap in a venv of its own (once) and runs it as a program.
+pytestmark = pytest.mark.e2e
+
 KEY = "legacy-key"
 NOW = "2025-06-01T12:00:00.000Z"
 START = "2024-06-01T00:00:00Z"

@@ -6,11 +6,14 @@ import logging
 import math
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from typing_extensions import override
 
 from tap_kustomer.progress import Progress, format_count, format_duration, format_rate
+from tests.tap_harness import run_cli
+from tests.truth import config_for, started
 
 STREAM = "conversations"
 
@@ -319,3 +322,20 @@ def test_failures_inside_the_thread_never_reach_the_caller(collected) -> None:
     assert progress_threads() == []
     assert any("Could not report progress of conversations" in m for m in handler.messages)
     assert not any(m.startswith("conversations: ") for m in handler.messages)
+
+
+def test_a_sync_logs_progress_lines_for_its_streams(tmp_path: Path) -> None:
+    sandbox = started(seed=4, customers=300, conversations=600, latency_ms=15)
+    try:
+        config = config_for(sandbox, progress_interval_seconds=0.2, thread_strategy="bulk")
+        run = run_cli([], config=config, tmp_path=tmp_path)
+    finally:
+        sandbox.stop()
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = [line for line in run.stderr.splitlines() if "waited on the rate budget" in line]
+    conversations = [line for line in lines if "conversations:" in line]
+    assert any(" of ~" in line and "ETA" in line for line in conversations), lines
+    assert any("conversations: done" in line for line in lines)
+    assert any("customers: done" in line for line in lines)
+    done = next(line for line in lines if "conversations: done" in line)
+    assert f"{len(run.records('conversations')):,} records" in done

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import socket
 import threading
 import time
 import typing as t
@@ -25,15 +24,19 @@ from pathlib import Path
 import pytest
 
 from tap_kustomer.errors import UnexpectedResponseError
-from tap_kustomer.search import format_timestamp, parse_timestamp
+from tap_kustomer.search import parse_timestamp
 from tap_kustomer.tap import TapKustomer
 from tests.sandbox import KeySpec, Sandbox, SandboxOptions
 from tests.sandbox.clock import default_anchor
-from tests.tap_harness import STREAMS, TapRun, run_cli, run_tap
-from tests.test_scenarios import API_KEY, config_for, thread_ids
+from tests.tap_harness import STREAMS, TapRun, closed_port, run_cli, run_tap
+from tests.truth import API_KEY, bounded_config, thread_ids
 
 SMALL_ORG: dict[str, t.Any] = {
-    "seed": 17, "api_key": API_KEY, "customers": 20, "conversations": 60, "tags": 10,
+    "seed": 17,
+    "api_key": API_KEY,
+    "customers": 20,
+    "conversations": 60,
+    "tags": 10,
 }
 # Search pages of 10, so conversations come in several pages (several STATEs).
 PAGED = {"search_max_page_size": 10}
@@ -48,12 +51,6 @@ def sandbox(**options: t.Any) -> Iterator[Sandbox]:
         yield sb
     finally:
         sb.stop()
-
-
-def bounded_config(sb: Sandbox, **extra: t.Any) -> dict[str, t.Any]:
-    """Config whose window ends at a fixed time, so the truth cannot move during a run."""
-    end = (sb.now() - timedelta(hours=1)).replace(microsecond=0)
-    return config_for(sb, end_date=format_timestamp(end), **extra)
 
 
 def truth(sb: Sandbox, config: dict[str, t.Any]) -> dict[str, set[str]]:
@@ -79,8 +76,9 @@ def union_ids(runs: t.Iterable[TapRun], stream: str) -> set[str]:
     return ids
 
 
-def assert_complete(sb: Sandbox, config: dict[str, t.Any], *runs: TapRun,
-                    streams: t.Iterable[str] = STREAMS) -> None:
+def assert_complete(
+    sb: Sandbox, config: dict[str, t.Any], *runs: TapRun, streams: t.Iterable[str] = STREAMS
+) -> None:
     """The runs together emitted exactly the truth, stream by stream."""
     expected = truth(sb, config)
     for stream in ("conversations", "messages", "notes"):
@@ -106,12 +104,6 @@ def assert_one_line_error(run: TapRun, *phrases: str, code: int = 1) -> str:
     for phrase in phrases:
         assert phrase in line, (phrase, line)
     return line
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wrap_handler(sb: Sandbox, after: t.Callable[[str, str, int], None]) -> None:
@@ -156,6 +148,7 @@ def test_transient_faults_are_retried_and_nothing_is_lost(tmp_path, option, rate
 
 # 5. Timeouts: some responses come later than request_timeout.
 
+
 def test_timed_out_requests_are_retried_and_nothing_is_lost(tmp_path):
     with sandbox(**PAGED) as sb:
         config = bounded_config(sb, request_timeout=1)
@@ -197,8 +190,11 @@ def test_numeric_settings_can_come_from_the_environment(tmp_path):
     """``--config ENV`` must accept every setting, numbers included."""
     with sandbox() as sb:
         config = bounded_config(sb)
-        env = {f"TAP_KUSTOMER_{k.upper()}": str(v) for k, v in config.items()
-               if k != "backoff_base_seconds"}
+        env = {
+            f"TAP_KUSTOMER_{k.upper()}": str(v)
+            for k, v in config.items()
+            if k != "backoff_base_seconds"
+        }
         env["TAP_KUSTOMER_RATE_LIMIT_SHARE_PERCENT"] = "80"
         run = run_cli(["--config", "ENV"], env=env, tmp_path=tmp_path)
         assert run.returncode == 0, run.stderr[-1000:]
@@ -224,11 +220,14 @@ def _limits_for_one_and_a_half_windows(now: str) -> dict[str, int]:
     searches = sum(routes.get("POST /v1/customers/search", {}).values())
     assert searches >= 12, routes
     assert total >= 30, routes
-    return {"org_rpm": max(10, round(total / 1.5 / 0.8)),
-            "search_rpm": max(10, round(searches / 1.5 / 0.8))}
+    return {
+        "org_rpm": max(10, round(total / 1.5 / 0.8)),
+        "search_rpm": max(10, round(searches / 1.5 / 0.8)),
+    }
 
 
 # 7. Giving up: one route keeps failing after part of the data was emitted.
+
 
 def test_giving_up_prints_one_line_saves_state_and_the_next_run_completes(tmp_path):
     with sandbox(**PAGED) as sb:
@@ -257,7 +256,8 @@ def test_giving_up_prints_one_line_saves_state_and_the_next_run_completes(tmp_pa
         second = run_cli([], config=config, state=first.final_state, tmp_path=tmp_path)
         assert second.returncode == 0, second.stderr[-3000:]
         assert len(second.ids("conversations")) < len(expected["conversations"]), (
-            "the second run must resume, not start over")
+            "the second run must resume, not start over"
+        )
         assert_complete(sb, config, first, second)
         # Every conversation emitted by either run came with its whole thread.
         for run in (first, second):
@@ -274,11 +274,13 @@ EXPIRED = "key-that-expired"
 
 @pytest.fixture(scope="module")
 def keyed_org() -> Iterator[Sandbox]:
-    with sandbox(extra_keys={
-        EXPIRED: KeySpec.expired_key(),
-        NO_TAG_403: KeySpec.without("tag", denial_status=403),
-        NO_TAG_401: KeySpec.without("tag", denial_status=401),
-    }) as sb:
+    with sandbox(
+        extra_keys={
+            EXPIRED: KeySpec.expired_key(),
+            NO_TAG_403: KeySpec.without("tag", denial_status=403),
+            NO_TAG_401: KeySpec.without("tag", denial_status=401),
+        }
+    ) as sb:
         yield sb
 
 
@@ -289,17 +291,28 @@ def _without_url(config: dict[str, t.Any], **extra: t.Any) -> dict[str, t.Any]:
 BAD_CONFIGS: list[tuple[str, t.Callable[[dict[str, t.Any]], dict[str, t.Any]], tuple[str, ...]]] = [
     ("invalid_key", lambda c: {**c, "api_key": "not-a-real-key"}, ("rejected the API key",)),
     ("expired_key", lambda c: {**c, "api_key": EXPIRED}, ("rejected the API key", "expired")),
-    ("no_tag_role_403", lambda c: {**c, "api_key": NO_TAG_403},
-     ("org.permission.tag.read", "skip_unauthorized_streams")),
-    ("no_tag_role_401", lambda c: {**c, "api_key": NO_TAG_401},
-     ("org.permission.tag.read", "skip_unauthorized_streams")),
+    (
+        "no_tag_role_403",
+        lambda c: {**c, "api_key": NO_TAG_403},
+        ("org.permission.tag.read", "skip_unauthorized_streams"),
+    ),
+    (
+        "no_tag_role_401",
+        lambda c: {**c, "api_key": NO_TAG_401},
+        ("org.permission.tag.read", "skip_unauthorized_streams"),
+    ),
     ("bad_org_name", lambda c: _without_url(c, org_name="my org!"), ("org_name",)),
-    ("unreachable_host", lambda c: {**c, "api_url": f"http://127.0.0.1:{closed_port()}"},
-     ("Cannot reach", "127.0.0.1")),
+    (
+        "unreachable_host",
+        lambda c: {**c, "api_url": f"http://127.0.0.1:{closed_port()}"},
+        ("Cannot reach", "127.0.0.1"),
+    ),
     ("start_date_not_a_date", lambda c: {**c, "start_date": "yesterday"}, ("start_date",)),
-    ("end_date_before_start_date",
-     lambda c: {**c, "start_date": "2024-05-01T00:00:00Z", "end_date": "2024-04-01T00:00:00Z"},
-     ("end_date", "start_date")),
+    (
+        "end_date_before_start_date",
+        lambda c: {**c, "start_date": "2024-05-01T00:00:00Z", "end_date": "2024-04-01T00:00:00Z"},
+        ("end_date", "start_date"),
+    ),
 ]
 
 
@@ -309,15 +322,21 @@ def bad_runs(keyed_org, tmp_path_factory) -> Iterator[dict[str, Future[TapRun]]]
     config = bounded_config(keyed_org)
     with ThreadPoolExecutor(3) as pool:
         futures = {
-            name: pool.submit(run_cli, [], config=make(config),
-                              tmp_path=tmp_path_factory.mktemp(name), timeout=120)
+            name: pool.submit(
+                run_cli,
+                [],
+                config=make(config),
+                tmp_path=tmp_path_factory.mktemp(name),
+                timeout=120,
+            )
             for name, make, _ in BAD_CONFIGS
         }
         yield futures
 
 
-@pytest.mark.parametrize(("name", "phrases"), [(c[0], c[2]) for c in BAD_CONFIGS],
-                         ids=[c[0] for c in BAD_CONFIGS])
+@pytest.mark.parametrize(
+    ("name", "phrases"), [(c[0], c[2]) for c in BAD_CONFIGS], ids=[c[0] for c in BAD_CONFIGS]
+)
 def test_bad_input_fails_with_one_line(bad_runs, name, phrases):
     run = bad_runs[name].result()
     assert_one_line_error(run, *phrases)
@@ -331,12 +350,14 @@ def test_a_missing_role_skips_only_its_stream_when_allowed(tmp_path, keyed_org, 
     run = run_cli([], config=config, tmp_path=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Traceback" not in run.stderr
-    warnings = [line for line in run.stderr.splitlines()
-                if "Skipping stream 'tags'" in line and "org.permission.tag.read" in line]
+    warnings = [
+        line
+        for line in run.stderr.splitlines()
+        if "Skipping stream 'tags'" in line and "org.permission.tag.read" in line
+    ]
     assert warnings, run.stderr[-3000:]
     assert not run.records("tags")
-    assert_complete(keyed_org, config, run,
-                    streams=[s for s in STREAMS if s != "tags"])
+    assert_complete(keyed_org, config, run, streams=[s for s in STREAMS if s != "tags"])
 
 
 def test_unknown_region_is_rejected(tmp_path, keyed_org):
@@ -375,6 +396,7 @@ def test_debug_prints_the_traceback_and_still_the_one_line(tmp_path, keyed_org):
 
 
 # Values of unexpected types.
+
 
 def _a_conversation(sb: Sandbox) -> dict[str, t.Any]:
     resolved = set(sb.resolved_conversation_ids())
@@ -415,18 +437,24 @@ def test_a_custom_attribute_of_the_wrong_type_end_to_end(tmp_path):
         assert record["attributes"]["custom"]["refundAmountNum"] is None
         assert "attributes.custom.refundAmountNum" in loose.stderr
         assert_complete(sb, config, loose)
-        strict = run_cli([], config={**config, "fail_on_type_mismatch": True},
-                         tmp_path=tmp_path)
+        strict = run_cli([], config={**config, "fail_on_type_mismatch": True}, tmp_path=tmp_path)
         assert_one_line_error(strict, "attributes.custom.refundAmountNum", target)
 
 
 # Soak: every fault at once, a tight-ish budget; same ids as a clean run.
 
+
 def test_soak_under_combined_faults_emits_what_a_clean_run_emits(tmp_path: Path):
     """Two sandboxes of the same org (same seed and clock): one clean, one hostile."""
     # The limits leave the tap (at its 80% share) little more than a run needs.
-    org = {"conversations": 160, "customers": 60, "search_max_page_size": 25,
-           "org_rpm": 250, "search_rpm": 200, "now": default_anchor()}
+    org = {
+        "conversations": 160,
+        "customers": 60,
+        "search_max_page_size": 25,
+        "org_rpm": 250,
+        "search_rpm": 200,
+        "now": default_anchor(),
+    }
     with sandbox(**org) as clean_org:
         clean_config = bounded_config(clean_org)
         (tmp_path / "clean").mkdir()
@@ -434,9 +462,13 @@ def test_soak_under_combined_faults_emits_what_a_clean_run_emits(tmp_path: Path)
         assert clean.returncode == 0, clean.stderr[-3000:]
         assert_complete(clean_org, clean_config, clean)
     # About 13% of requests fail one way or another.
-    with sandbox(**org, fault_5xx_rate=0.04,
-                 fault_reset_rate=0.03, fault_truncated_rate=0.03,
-                 fault_502_html_rate=0.03) as hostile_org:
+    with sandbox(
+        **org,
+        fault_5xx_rate=0.04,
+        fault_reset_rate=0.03,
+        fault_truncated_rate=0.03,
+        fault_502_html_rate=0.03,
+    ) as hostile_org:
         config = {**bounded_config(hostile_org), "end_date": clean_config["end_date"]}
         soaked = run_cli([], config=config, tmp_path=tmp_path)
         assert soaked.returncode == 0, soaked.stderr[-3000:]
@@ -473,14 +505,22 @@ def rate_limited_runs(request, tmp_path_factory) -> Iterator[RateLimitedRuns | N
     now = default_anchor()
     limits = _limits_for_one_and_a_half_windows(now)
     with contextlib.ExitStack() as stack:
-        orgs = {fmt: stack.enter_context(sandbox(**RATE_ORG, **limits, now=now,
-                                                 reset_format=fmt))
-                for fmt in FORMATS}
+        orgs = {
+            fmt: stack.enter_context(sandbox(**RATE_ORG, **limits, now=now, reset_format=fmt))
+            for fmt in FORMATS
+        }
         configs = {fmt: bounded_config(sb) for fmt, sb in orgs.items()}
         pool = stack.enter_context(ThreadPoolExecutor(len(FORMATS)))
-        runs = {fmt: pool.submit(run_cli, [], config=configs[fmt], timeout=240,
-                                 tmp_path=tmp_path_factory.mktemp(f"rate-{fmt}"))
-                for fmt in FORMATS}
+        runs = {
+            fmt: pool.submit(
+                run_cli,
+                [],
+                config=configs[fmt],
+                timeout=240,
+                tmp_path=tmp_path_factory.mktemp(f"rate-{fmt}"),
+            )
+            for fmt in FORMATS
+        }
         yield RateLimitedRuns(limits, orgs, configs, runs)
         for future in runs.values():
             future.exception()  # wait before the sandboxes stop

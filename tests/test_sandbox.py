@@ -1102,3 +1102,34 @@ def test_search_body_limits(ro):
     r = search(ro, big)
     assert r.status_code == 413
     assert r.json()["errors"][0]["status"] == 413
+
+
+@pytest.mark.parametrize("with_limit", [True, False])
+def test_search_headers_org_convention_and_429_without_limit(with_limit):
+    from tests.sandbox.__main__ import build_parser, options_from_args
+
+    argv = ["--search-headers", "org", "--rate-limit-429-limit-header", "false"]
+    opts = options_from_args(build_parser().parse_args(argv))
+    assert (opts.search_headers, opts.rate_limit_429_limit_header) == ("org", False)
+    box = make(
+        org_rpm=12,
+        search_rpm=2,
+        search_headers="org",
+        rate_limit_429_limit_header=with_limit,
+        conversations=5,
+    )
+    with box:
+        assert get(box, "/v1/tags").headers["x-ratelimit-remaining"] == "11"
+        for left in ("10", "9"):  # successful searches show the org window
+            s = search(box, {"queryContext": "customer"})
+            assert s.status_code == 200
+            assert s.headers["x-ratelimit-limit"] == "12"
+            assert s.headers["x-ratelimit-remaining"] == left
+        s = search(box, {"queryContext": "customer"})  # the search window's 429
+        assert s.status_code == 429
+        assert s.headers["x-ratelimit-remaining"] == "0"
+        assert "x-ratelimit-reset" in s.headers
+        assert s.headers.get("x-ratelimit-limit") == ("2" if with_limit else None)
+        box.options.search_headers = "search"
+        box.api.search_window.start -= 61  # a minute passed for searches
+        assert search(box, {"queryContext": "customer"}).headers["x-ratelimit-limit"] == "2"

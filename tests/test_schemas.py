@@ -2,8 +2,9 @@
 
 The sample records under tests/fixtures/kustomer_samples/ are copies of the
 examples in Kustomer's own OpenAPI spec plus a few anonymised records of a real
-customer search page. They are stored raw (as the API returns them); the small
-normalisation the tap applies before validation is re-implemented here.
+customer search page. They are stored raw (as the API returns them) and go through
+the tap's own record processing (``post_process`` of its streams) before they are
+validated against the streams' schemas.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from typing import Any
 
 import jsonschema
 import pytest
-from singer_sdk import SchemaDirectory, StreamSchema
 from singer_sdk.helpers._typing import conform_record_data_types
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.singerlib import Schema
 
 import tap_kustomer.schemas
+from tap_kustomer.search import parse_timestamp
+from tap_kustomer.tap import TapKustomer
+from tests.tap_harness import closed_port
 
 SCHEMA_DIR = Path(tap_kustomer.schemas.__file__).parent
 FIXTURES = Path(__file__).parent / "fixtures" / "kustomer_samples"
@@ -75,37 +78,19 @@ def walk(node: dict[str, Any], path: str = "$") -> Iterator[tuple[str, dict[str,
             yield from walk(sub, f"{path}<{keyword}{index}>")
 
 
-def _relationship_id(record: dict[str, Any], name: str) -> str | None:
-    relationship = (record.get("relationships") or {}).get(name) or {}
-    data = relationship.get("data")
-    return data.get("id") if isinstance(data, dict) else None
+@pytest.fixture(scope="module")
+def tap() -> TapKustomer:
+    """The tap, pointed at a closed port: custom attributes stay untyped, nothing is read."""
+    config = {"api_key": "x" * 12, "api_url": f"http://127.0.0.1:{closed_port()}"}
+    return TapKustomer(config=config, parse_env_config=False)
 
 
-def _normalise_recipients(value: Any) -> Any:
-    if isinstance(value, dict):
-        return [value]
-    if isinstance(value, str):
-        return [{"email": value}] if "@" in value else [{"external": value}]
-    return value
-
-
-def normalise(stream: str, raw: dict[str, Any]) -> dict[str, Any]:
-    """Mirror of the tap's post-processing: recipient lists and convenience columns."""
-    record = copy.deepcopy(raw)
-    attributes = record.get("attributes") or {}
-    if stream == "messages" and isinstance(attributes.get("meta"), dict):
-        meta = attributes["meta"]
-        for key in ("to", "cc", "bcc"):
-            if key in meta:
-                meta[key] = _normalise_recipients(meta[key])
-    record["updated_at"] = attributes.get("updatedAt")
-    if stream == "conversations":
-        last_done = attributes.get("lastDone") or {}
-        record["resolved_at"] = last_done.get("createdAt")
-        record["customer_id"] = _relationship_id(record, "customer")
-    if stream in {"messages", "notes"}:
-        record["conversation_id"] = _relationship_id(record, "conversation")
-        record["customer_id"] = _relationship_id(record, "customer")
+def processed(
+    tap: TapKustomer, stream: str, raw: dict[str, Any], context: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``raw`` as the tap's stream writes it: its own ``post_process`` (on a copy)."""
+    record = tap.streams[stream].post_process(copy.deepcopy(raw), context)
+    assert record is not None, f"{stream} dropped record {raw.get('id')}"
     return record
 
 
@@ -122,12 +107,14 @@ def _is_datetime(value: object) -> bool:
     return parsed.tzinfo is not None
 
 
-def validator(stream: str) -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(load_schema(stream), format_checker=FORMAT_CHECKER)
+def validator(tap: TapKustomer, stream: str) -> jsonschema.Draft202012Validator:
+    """A validator of the schema the tap's stream declares."""
+    schema = tap.streams[stream].schema
+    return jsonschema.Draft202012Validator(schema, format_checker=FORMAT_CHECKER)
 
 
-def assert_valid(stream: str, record: dict[str, Any]) -> None:
-    errors = sorted(validator(stream).iter_errors(record), key=lambda e: list(e.path))
+def assert_valid(tap: TapKustomer, stream: str, record: dict[str, Any]) -> None:
+    errors = sorted(validator(tap, stream).iter_errors(record), key=lambda e: list(e.path))
     messages = [f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors]
     assert not messages, f"{stream} record {record.get('id')} invalid:\n" + "\n".join(messages)
 
@@ -284,13 +271,19 @@ def test_key_attribute_types() -> None:
     assert _types(customer["deleted"]) == ["boolean", "null"]
 
 
-# --------------------------------------------------------------------------- SDK loading
+# --------------------------------------------------------------------------- streams and SDK
+
+
+def test_the_tap_has_one_stream_per_schema_file(tap: TapKustomer) -> None:
+    files = {path.stem for path in SCHEMA_DIR.glob("*.json")}
+    assert set(tap.streams) == files == set(STREAMS)
 
 
 @pytest.mark.parametrize("stream", STREAMS)
-def test_sdk_schema_directory_loads_schema(stream: str) -> None:
-    source = SchemaDirectory(tap_kustomer.schemas)
-    assert source.get_schema(stream) == load_schema(stream)
+def test_stream_schema_is_its_file_when_no_custom_attribute_is_described(
+    tap: TapKustomer, stream: str
+) -> None:
+    assert tap.streams[stream].schema == load_schema(stream)
 
 
 @pytest.mark.parametrize("stream", STREAMS)
@@ -299,21 +292,19 @@ def test_singer_schema_round_trip_is_lossless(stream: str) -> None:
     assert Schema.from_dict(schema).to_dict() == schema
 
 
-def test_stream_schema_descriptor_accepts_directory() -> None:
-    descriptor = StreamSchema(SchemaDirectory(tap_kustomer.schemas), key="tags")
-    assert descriptor.schema_source.get_schema("tags") == load_schema("tags")
-
-
-def test_sdk_conformance_keeps_unknown_nested_attributes() -> None:
-    raw = load_records("messages_openapi.json")[0]
-    record = normalise("messages", raw)
-    record["attributes"]["brandNewAttribute"] = {"x": 1}
-    record["attributes"]["meta"]["to"][0]["unexpected"] = "kept"
-    record["relationships"]["shopify-orders"] = {"links": {"self": "/v1/x"}, "meta": {"k": True}}
+def test_sdk_conformance_keeps_unknown_nested_attributes(tap: TapKustomer) -> None:
+    raw = copy.deepcopy(load_records("messages_openapi.json")[0])
+    raw["attributes"]["meta"]["to"] = [{"email": "a@example.com", "unexpected": "kept"}]
+    raw["attributes"]["brandNewAttribute"] = {"x": 1}
+    raw["relationships"]["shopify-orders"] = {"links": {"self": "/v1/x"}, "meta": {"k": True}}
+    record = processed(tap, "messages", raw)
+    assert record["attributes"]["brandNewAttribute"] == {"x": 1}
+    assert record["attributes"]["meta"]["to"][0]["unexpected"] == "kept"
+    assert record["relationships"]["shopify-orders"]["meta"] == {"k": True}
     conformed = conform_record_data_types(
         "messages",
         record,
-        load_schema("messages"),
+        tap.streams["messages"].schema,
         TypeConformanceLevel.RECURSIVE,
         logging.getLogger("test"),
     )
@@ -333,10 +324,12 @@ def test_sdk_conformance_keeps_unknown_nested_attributes() -> None:
         ("customers", "customers_search_sample.json"),
     ],
 )
-def test_sdk_conformance_of_samples_is_lossless(stream: str, fixture: str) -> None:
-    schema = load_schema(stream)
+def test_sdk_conformance_of_samples_is_lossless(
+    tap: TapKustomer, stream: str, fixture: str
+) -> None:
+    schema = tap.streams[stream].schema
     for raw in load_records(fixture):
-        record = normalise(stream, raw)
+        record = processed(tap, stream, raw)
         conformed = conform_record_data_types(
             stream, record, schema, TypeConformanceLevel.RECURSIVE, logging.getLogger("test")
         )
@@ -356,25 +349,38 @@ def test_sdk_conformance_of_samples_is_lossless(stream: str, fixture: str) -> No
         ("customers", "customers_search_sample.json"),
     ],
 )
-def test_sample_records_validate(stream: str, fixture: str) -> None:
+def test_sample_records_validate(tap: TapKustomer, stream: str, fixture: str) -> None:
     records = load_records(fixture)
     assert records
     for raw in records:
         assert raw["type"] == RESOURCE_TYPES[stream]
-        record = normalise(stream, raw)
-        assert record["updated_at"] == raw["attributes"]["updatedAt"]
-        assert_valid(stream, record)
+        record = processed(tap, stream, raw)
+        assert parse_timestamp(record["updated_at"]) == parse_timestamp(
+            raw["attributes"]["updatedAt"]
+        )
+        assert_valid(tap, stream, record)
 
 
-def test_message_sample_convenience_columns() -> None:
-    record = normalise("messages", load_records("messages_openapi.json")[0])
+def test_message_sample_convenience_columns(tap: TapKustomer) -> None:
+    record = processed(tap, "messages", load_records("messages_openapi.json")[0])
     assert record["conversation_id"] == record["relationships"]["conversation"]["data"]["id"]
     assert record["customer_id"] == record["relationships"]["customer"]["data"]["id"]
     assert record["relationships"]["customer"]["data"]["type"] == "customers"
 
 
-def test_note_sample_user_mentions_are_a_list() -> None:
-    records = [normalise("notes", raw) for raw in load_records("notes_openapi.json")]
+@pytest.mark.parametrize("stream", ["messages", "notes"])
+def test_a_thread_record_without_its_conversation_link_takes_the_conversation_read(
+    tap: TapKustomer, stream: str
+) -> None:
+    raw = copy.deepcopy(load_records(f"{stream}_openapi.json")[0])
+    del raw["relationships"]["conversation"]
+    record = processed(tap, stream, raw, {"conversation_id": "65f0c0ffee0000000000c0de"})
+    assert record["conversation_id"] == "65f0c0ffee0000000000c0de"
+    assert_valid(tap, stream, record)
+
+
+def test_note_sample_user_mentions_are_a_list(tap: TapKustomer) -> None:
+    records = [processed(tap, "notes", raw) for raw in load_records("notes_openapi.json")]
     mentioned = [r for r in records if "userMentions" in r["relationships"]]
     assert mentioned
     assert isinstance(mentioned[0]["relationships"]["userMentions"]["data"], list)
@@ -450,20 +456,20 @@ def _done_conversation() -> dict[str, Any]:
     }
 
 
-def test_done_conversation_with_resolution_time_validates() -> None:
-    record = normalise("conversations", _done_conversation())
+def test_done_conversation_with_resolution_time_validates(tap: TapKustomer) -> None:
+    record = processed(tap, "conversations", _done_conversation())
     assert record["resolved_at"] == "2024-05-02T10:00:00.000Z"
     assert record["customer_id"] == "58210c3db0f09110006b7953"
-    assert_valid("conversations", record)
+    assert_valid(tap, "conversations", record)
 
 
-def test_open_conversation_has_null_resolution_time() -> None:
+def test_open_conversation_has_null_resolution_time(tap: TapKustomer) -> None:
     raw = _done_conversation()
     raw["attributes"]["status"] = "open"
     raw["attributes"]["lastDone"] = {"createdByTeams": [], "assignedTeams": [], "assignedUsers": []}
-    record = normalise("conversations", raw)
+    record = processed(tap, "conversations", raw)
     assert record["resolved_at"] is None
-    assert_valid("conversations", record)
+    assert_valid(tap, "conversations", record)
 
 
 @pytest.mark.parametrize(
@@ -476,27 +482,32 @@ def test_open_conversation_has_null_resolution_time() -> None:
         ([], []),
     ],
 )
-def test_message_recipient_variants_validate(to_value: Any, expected: list[Any]) -> None:
+def test_message_recipient_variants_validate(
+    tap: TapKustomer, to_value: Any, expected: list[Any]
+) -> None:
     raw = copy.deepcopy(load_records("messages_openapi.json")[0])
     raw["attributes"]["meta"]["to"] = to_value
     raw["attributes"]["meta"]["cc"] = to_value
     raw["attributes"]["meta"]["bcc"] = to_value
-    record = normalise("messages", raw)
+    record = processed(tap, "messages", raw)
     assert record["attributes"]["meta"]["to"] == expected
+    assert record["attributes"]["meta"]["cc"] == expected
     assert record["attributes"]["meta"]["bcc"] == expected
-    assert_valid("messages", record)
+    assert_valid(tap, "messages", record)
 
 
-def test_unnormalised_recipient_string_is_rejected() -> None:
+def test_unnormalised_recipient_string_is_rejected(tap: TapKustomer) -> None:
     raw = copy.deepcopy(load_records("messages_openapi.json")[0])
     raw["attributes"]["meta"]["to"] = "a@example.com"
-    record = normalise("messages", raw)
+    record = processed(tap, "messages", raw)
+    assert_valid(tap, "messages", record)
     record["attributes"]["meta"]["to"] = "a@example.com"
-    assert not validator("messages").is_valid(record)
+    assert not validator(tap, "messages").is_valid(record)
 
 
-def test_voice_message_and_error_validate() -> None:
-    record = normalise(
+def test_voice_message_and_error_validate(tap: TapKustomer) -> None:
+    record = processed(
+        tap,
         "messages",
         {
             "type": "message",
@@ -543,11 +554,13 @@ def test_voice_message_and_error_validate() -> None:
     )
     assert record["conversation_id"] == "65f0c0ffee0000000000c0de"
     assert record["customer_id"] is None
-    assert_valid("messages", record)
+    assert record["attributes"]["meta"]["to"] == [{"external": "+15550001111"}]
+    assert_valid(tap, "messages", record)
 
 
-def test_deleted_note_validates() -> None:
-    record = normalise(
+def test_deleted_note_validates(tap: TapKustomer) -> None:
+    record = processed(
+        tap,
         "notes",
         {
             "type": "note",
@@ -571,11 +584,12 @@ def test_deleted_note_validates() -> None:
             "links": {"self": "/v1/notes/5828a3be7c7f551a00b5b721"},
         },
     )
-    assert_valid("notes", record)
+    assert_valid(tap, "notes", record)
 
 
-def test_tag_record_validates() -> None:
-    record = normalise(
+def test_tag_record_validates(tap: TapKustomer) -> None:
+    record = processed(
+        tap,
         "tags",
         {
             "type": "tag",
@@ -597,7 +611,8 @@ def test_tag_record_validates() -> None:
             "links": {"self": "/v1/tags/5849765dc41e372700cc84a3"},
         },
     )
-    assert_valid("tags", record)
+    assert record["updated_at"] == "2016-12-08T15:13:21.696Z"
+    assert_valid(tap, "tags", record)
 
 
 @pytest.mark.parametrize(
@@ -611,7 +626,8 @@ def test_tag_record_validates() -> None:
         ("conversations", lambda r: r["attributes"].__setitem__("createdAt", "yesterday")),
     ],
 )
-def test_schema_rejects_bad_records(stream: str, mutate: Any) -> None:
-    record = normalise(stream, _done_conversation())
+def test_schema_rejects_bad_records(tap: TapKustomer, stream: str, mutate: Any) -> None:
+    record = processed(tap, stream, _done_conversation())
+    assert_valid(tap, stream, record)
     mutate(record)
-    assert not validator(stream).is_valid(record)
+    assert not validator(tap, stream).is_valid(record)

@@ -62,7 +62,8 @@ def test_the_sdk_installs_its_termination_handler_which_the_tap_routes():
 
 def test_no_module_but_the_adapter_uses_a_private_sdk_name():
     private = {name for names in sdk_adapter.PRIVATE_NAMES.values() for name in names}
-    pattern = re.compile(r"\.(%s)\b" % "|".join(map(re.escape, private)))
+    names = "|".join(map(re.escape, private))
+    pattern = re.compile(rf"\.({names})\b")
     offenders = [
         f"{path.name}:{number}"
         for path in PACKAGE.rglob("*.py")

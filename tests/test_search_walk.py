@@ -12,8 +12,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from tap_kustomer.errors import SearchCapError
 from tap_kustomer.search import (
-    SearchCapError,
     SearchWalk,
     WalkKey,
     format_timestamp,

@@ -4,15 +4,31 @@ from __future__ import annotations
 
 import collections
 import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from urllib.parse import parse_qsl
 
 import pytest
 import requests
 
-from tap_kustomer.threads import MESSAGES, ThreadPlanner, planning_view, with_upcoming
+from tap_kustomer.errors import UnexpectedResponseError
+from tap_kustomer.pagination import NextLinkPaginator, next_page
+from tap_kustomer.threads import (
+    MESSAGES,
+    NOTES,
+    ThreadPlanner,
+    planning_view,
+    read_ahead,
+    with_upcoming,
+)
+from tap_kustomer.threads.bulk import BulkReader
+from tap_kustomer.threads.cost import choose_window, lifetimes, pages_for, skip_pays
+from tap_kustomer.threads.lister import ThreadLister
 from tests.sandbox import Sandbox, SandboxOptions
 from tests.tap_harness import run_tap
-from tests.test_scenarios import API_KEY, config_for, expected_resolved, settle, thread_ids
+from tests.truth import API_KEY, config_for, expected_resolved, settle, thread_ids
 
 
 def _sandbox(**options):
@@ -174,7 +190,7 @@ def test_a_planning_view_plans_like_the_whole_record(org):
     conversations = org.truth(["conversations"])["conversations"][:200]
     views = [planning_view(c) for c in conversations]
     assert len(json.dumps(views)) * 3 < len(json.dumps(conversations))
-    assert ThreadPlanner._spans(views) == ThreadPlanner._spans(conversations)
+    assert lifetimes(views) == lifetimes(conversations)
     for view, conversation in zip(views, conversations, strict=True):
         assert view["id"] == conversation["id"]
         for name in ("messageCount", "noteCount"):
@@ -252,20 +268,15 @@ def test_a_bulk_thread_that_does_not_match_its_count_is_read_per_conversation():
 def test_outliers_created_long_before_the_batch_are_read_per_conversation():
     api = FakeApi()
     api.conversations[0]["attributes"]["createdAt"] = "2024-01-01T00:00:00.000Z"
-    planner = ThreadPlanner(api.request_json, api.search, want_notes=False, strategy="bulk")
-    start, _, inside = planner._window(  # the window the planner would search
-        MESSAGES,
-        planner._spans(api.conversations),
-        {c["id"]: 1 for c in api.conversations},
+    window = choose_window(  # the window a fresh planner would search
+        lifetimes(api.conversations), {c["id"]: 1 for c in api.conversations}, rate=None
     )
-    assert "c0" not in inside
-    assert start.year == 2025
-    assert (start - timedelta(days=1)).year == 2025
+    assert "c0" not in window.inside
+    assert window.start.year == 2025
+    assert (window.start - timedelta(days=1)).year == 2025
 
 
 def test_read_ahead_keeps_order_and_raises_the_producers_error():
-    from tap_kustomer.threads import read_ahead
-
     assert list(read_ahead(iter(range(50)))) == list(range(50))
 
     def broken():
@@ -276,3 +287,260 @@ def test_read_ahead_keeps_order_and_raises_the_producers_error():
     assert next(pages) == 1
     with pytest.raises(RuntimeError, match="search failed"):
         next(pages)
+
+
+# The parts, one by one.
+
+
+def test_next_page_follows_host_relative_links_with_their_query():
+    body = {"data": [{"id": "a"}], "links": {"next": "/v1/tags?page=2&pageSize=100&deleted=true"}}
+    assert next_page(body) == ("/v1/tags", {"page": "2", "pageSize": "100", "deleted": "true"})
+    absolute = {"data": [{}], "links": {"next": "https://x.example/v1/tags?page=3"}}
+    assert next_page(absolute) == ("/v1/tags", {"page": "3"})
+    assert next_page({"data": [{}], "links": {"next": "?page=4&q=a%20b"}}) == (
+        "",
+        {"page": "4", "q": "a b"},
+    )
+    assert next_page({"data": [{}], "links": {"next": {"href": "/v1/x?page=5"}}}) == (
+        "/v1/x",
+        {"page": "5"},
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"data": [{"id": "a"}]},
+        {"data": [{"id": "a"}], "links": None},
+        {"data": [{"id": "a"}], "links": {}},
+        {"data": [{"id": "a"}], "links": {"next": None}},
+        {"data": [{"id": "a"}], "links": {"next": ""}},
+        {"data": [], "links": {"next": "/v1/tags?page=2"}},
+        {"links": {"next": "/v1/tags?page=2"}},
+        {"data": None, "links": {"next": "/v1/tags?page=2"}},
+    ],
+)
+def test_next_page_ends_without_a_link_or_without_data(body):
+    assert next_page(body) is None
+
+
+def _response(url: str, body: dict) -> requests.Response:
+    response = requests.Response()
+    response.status_code = 200
+    response._content = json.dumps(body).encode()
+    response.request = requests.Request("GET", url).prepare()
+    return response
+
+
+def test_the_paginator_follows_next_links_and_rejects_a_loop():
+    paginator = NextLinkPaginator()
+    first = {"data": [{"id": "t1"}], "links": {"next": "/v1/tags?page=2&pageSize=100"}}
+    paginator.advance(_response("http://api.test/v1/tags?page=1&pageSize=100", first))
+    assert paginator.current_value is not None
+    assert paginator.current_value.path == "/v1/tags"
+    assert dict(parse_qsl(paginator.current_value.query)) == {"page": "2", "pageSize": "100"}
+    back = {"data": [{"id": "t2"}], "links": {"next": "/v1/tags?pageSize=100&page=1"}}
+    with pytest.raises(UnexpectedResponseError, match="links back"):
+        paginator.advance(_response("http://api.test/v1/tags?page=2&pageSize=100", back))
+    last = NextLinkPaginator()
+    last.advance(_response("http://api.test/v1/tags", {"data": [], "links": {"next": "/v1/x"}}))
+    assert last.finished
+
+
+class FakeLists:
+    """A list endpoint that serves prepared pages by page number."""
+
+    def __init__(self, pages: dict[str, dict]) -> None:
+        self.pages = pages
+        self.calls: list[tuple[str, dict]] = []
+
+    def request_json(self, method, path, params=None):
+        assert method == "GET"
+        self.calls.append((path, dict(params or {})))
+        return self.pages[str((params or {}).get("page"))]
+
+
+def _item(i: int) -> dict:
+    return {"id": f"m{i}", "attributes": {}}
+
+
+def test_the_lister_follows_pages_and_keeps_each_item_once():
+    path = "/v1/conversations/c1/messages"
+    lists = FakeLists(
+        {
+            "1": {"data": [_item(1), _item(2)], "links": {"next": f"{path}?page=2&pageSize=100"}},
+            "2": {"data": [_item(2), _item(3)], "links": {"next": f"{path}?page=3&pageSize=100"}},
+            "3": {"data": [_item(4)], "links": {"next": None}},
+        }
+    )
+    items = ThreadLister(lists.request_json).thread("c1", MESSAGES)
+    assert [i["id"] for i in items] == ["m1", "m2", "m3", "m4"]
+    assert lists.calls == [
+        (path, {"page": 1, "pageSize": 100}),
+        (path, {"page": "2", "pageSize": "100"}),
+        (path, {"page": "3", "pageSize": "100"}),
+    ]
+
+
+def test_the_lister_fails_on_a_repeated_link_a_missing_list_or_an_endless_one():
+    path = "/v1/conversations/c1/notes"
+    looping = FakeLists(
+        {
+            "1": {"data": [_item(1)], "links": {"next": f"{path}?page=2&pageSize=100"}},
+            "2": {"data": [_item(2)], "links": {"next": f"{path}?page=1&pageSize=100"}},
+        }
+    )
+    with pytest.raises(UnexpectedResponseError, match="links back"):
+        ThreadLister(looping.request_json).thread("c1", NOTES)
+    assert len(looping.calls) == 2, "a loop is caught before asking again"
+    no_list = FakeLists({"1": {"data": {"id": "m1"}, "links": {"next": None}}})
+    with pytest.raises(UnexpectedResponseError, match="no 'data' list"):
+        ThreadLister(no_list.request_json).thread("c1", NOTES)
+    endless = FakeLists(
+        {
+            str(n): {"data": [_item(n)], "links": {"next": f"{path}?page={n + 1}"}}
+            for n in range(1, 10)
+        }
+    )
+    with pytest.raises(UnexpectedResponseError, match="did not end after 5 pages") as raised:
+        ThreadLister(endless.request_json, max_pages=5).thread("c1", NOTES)
+    assert "\n" not in str(raised.value)
+    assert len(endless.calls) == 5
+
+
+def _conversation(cid: str, created: str, last: str, messages: int) -> dict:
+    return {
+        "id": cid,
+        "attributes": {"createdAt": created, "updatedAt": last, "messageCount": messages},
+    }
+
+
+def test_the_cost_model_leaves_out_an_outlier_unless_listing_it_costs_more():
+    batch = [
+        _conversation("old", "2025-01-01T00:00:00Z", "2025-03-01T01:00:00Z", 2),
+        _conversation("a", "2025-03-01T00:00:00Z", "2025-03-01T02:00:00Z", 2),
+        _conversation("b", "2025-03-01T00:30:00Z", "2025-03-01T03:00:00Z", 2),
+        _conversation("c", "2025-03-01T01:00:00Z", "2025-03-01T04:00:00Z", 2),
+    ]
+    spans = lifetimes(batch)
+    assert set(spans) == {"old", "a", "b", "c"}
+    assert spans["old"][1].isoformat() == "2025-03-01T01:00:00+00:00"
+    rate = 0.1  # items per second: two months hold ~520,000 of them, ~1,000 search pages
+    cheap = choose_window(spans, dict.fromkeys(spans, 1), rate)
+    assert cheap.inside == {"a", "b", "c"}
+    assert cheap.start == spans["a"][0]
+    assert cheap.end > spans["c"][1]
+    dear = choose_window(spans, {**dict.fromkeys(spans, 1), "old": 5_000}, rate)
+    assert dear.inside == {"old", "a", "b", "c"}
+    assert dear.start == spans["old"][0]
+    assert pages_for(None) == 1
+    assert pages_for(100) == 1
+    assert pages_for(101) == 2
+    later = [spans["a"]]
+    # Jumping a day at 0.1/s spares ~17 search pages but loses what was held for "a".
+    assert skip_pays(rate, spans["old"][0], spans["old"][0] + timedelta(days=1), later)
+    assert not skip_pays(None, spans["old"][0], spans["c"][0], later)
+
+
+def test_the_bulk_reader_returns_the_threads_it_completed_and_changes_no_input():
+    api = FakeApi()
+    batch = api.conversations[:30]
+    upcoming = [planning_view(c) for c in api.conversations[30:]]
+    before = json.dumps([batch, upcoming])
+    reader = BulkReader(MESSAGES, api.search, strategy="bulk")
+    result = reader.read(batch, upcoming)
+    assert json.dumps([batch, upcoming]) == before
+    assert result.leftover == ["c7"], "the thread the search missed one message of"
+    assert set(result.accepted) == {f"c{i}" for i in range(30)} - {"c7"}
+    assert [json.loads(m)["id"] for m in result.accepted["c3"]] == ["m3-0", "m3-1", "m3-2"]
+    assert set(reader.coverage.held) == {f"c{i}" for i in range(30, 40)}, "only upcoming held"
+    later = reader.read(api.conversations[30:], [])
+    assert set(later.accepted) == {f"c{i}" for i in range(30, 40)}
+    assert api.searches == 1, "the upcoming threads were held by the first read"
+    assert reader.coverage.held == {}
+
+
+def test_with_upcoming_ahead_zero_releases_each_page_at_once():
+    pulled = []
+
+    def pages():
+        for n in range(3):
+            pulled.append(n)
+            yield [{"id": f"c{n}", "attributes": {}}]
+
+    batches = with_upcoming(pages(), ahead=0)
+    for n in range(3):
+        page, upcoming = next(batches)
+        assert page == [{"id": f"c{n}", "attributes": {}}]
+        assert upcoming == []
+        assert pulled == list(range(n + 1)), "no page is read before the last is released"
+    assert next(batches, None) is None
+    with pytest.raises(ValueError, match="ahead"):
+        next(with_upcoming(iter([]), ahead=-1))
+
+
+def test_closing_read_ahead_stops_its_worker():
+    def endless():
+        n = 0
+        while True:
+            n += 1
+            yield n
+
+    pages = read_ahead(endless(), depth=2)
+    assert [next(pages) for _ in range(3)] == [1, 2, 3]
+    pages.close()
+    deadline = time.monotonic() + 5
+    while any(t.name == "search-read-ahead" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "the read-ahead worker kept running"
+        time.sleep(0.05)
+
+
+def _both_kinds_api() -> FakeApi:
+    api = FakeApi()
+    for conversation in api.conversations[:5]:
+        conversation["attributes"]["noteCount"] = 1
+    return api
+
+
+def test_the_planner_runs_on_the_callers_pool_or_serially_with_the_same_requests():
+    results = {}
+    for label in ("serial", "pool"):
+        api = _both_kinds_api()
+        threads_seen = set()
+        search, request_json = api.search, api.request_json
+
+        def traced_search(*args, _search=search, _seen=threads_seen):
+            _seen.add(threading.current_thread().name)
+            return _search(*args)
+
+        def traced_list(*args, _list=request_json, _seen=threads_seen, **kwargs):
+            _seen.add(threading.current_thread().name)
+            return _list(*args, **kwargs)
+
+        before = {t.ident for t in threading.enumerate()}
+        if label == "pool":
+            with ThreadPoolExecutor(6, thread_name_prefix="run-pool") as pool:
+                planner = ThreadPlanner(
+                    traced_list, traced_search, strategy="bulk", pool=pool, workers=4
+                )
+                threads = planner.fetch(api.conversations)
+            assert threads_seen
+            assert all(n.startswith("run-pool") for n in threads_seen)
+        else:
+            planner = ThreadPlanner(traced_list, traced_search, strategy="bulk", workers=4)
+            threads = planner.fetch(api.conversations)
+            assert threads_seen == {threading.current_thread().name}
+            assert {t.ident for t in threading.enumerate()} <= before, "no thread was started"
+        results[label] = (
+            {
+                cid: ([m["id"] for m in t.records("messages")], len(t.notes))
+                for cid, t in threads.items()
+            },
+            planner.stats,
+            api.lists,
+            api.searches,
+        )
+    assert results["pool"] == results["serial"]
+    threads, stats, lists, _ = results["serial"]
+    assert all(len(messages) == 3 for messages, _ in threads.values())
+    assert stats.per_conversation_threads == lists

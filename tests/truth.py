@@ -57,3 +57,14 @@ def thread_ids(sandbox: Sandbox, conversation_ids: set[str]) -> tuple[set[str], 
         }
 
     return of("messages"), of("notes")
+
+
+def bounded_config(sandbox: Sandbox, **extra: t.Any) -> dict[str, t.Any]:
+    """Like :func:`config_for`, with a fixed ``end_date`` an hour before the sandbox's now.
+
+    The truth of such a run cannot move while it runs.
+    """
+    from tap_kustomer.search import format_timestamp
+
+    end = (sandbox.now() - timedelta(hours=1)).replace(microsecond=0)
+    return config_for(sandbox, end_date=format_timestamp(end), **extra)

@@ -92,6 +92,12 @@ class SandboxOptions:
     search_rpm: int = 100
     #: "epoch" = x-ratelimit-reset in real epoch seconds; "delta" = seconds until reset
     reset_format: str = "epoch"
+    #: which budget a successful search's headers describe (undocumented upstream):
+    #: "search" = the search window's; "org" = the org window's (a search 429 still
+    #: carries the search window's headers)
+    search_headers: str = "search"
+    #: False: a 429 carries x-ratelimit-remaining/reset but no x-ratelimit-limit
+    rate_limit_429_limit_header: bool = True
 
     # --- latency and faults ----------------------------------------------------
     latency_ms: float = 0.0

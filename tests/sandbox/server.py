@@ -359,17 +359,22 @@ class Api:
             f"missing role: {need}",
         )
 
-    def _rate_headers(self, window: FixedWindow, limit: int, now: float) -> dict[str, str]:
+    def _rate_headers(
+        self, window: FixedWindow, limit: int, now: float, *, refused: bool = False
+    ) -> dict[str, str]:
         remaining, until = window.state(now, limit)
         if self.sb.options.reset_format == "delta":
             reset = str(math.ceil(until))
         else:
             reset = str(math.ceil(time.time() + until))
-        return {
+        headers = {
             "x-ratelimit-limit": str(limit),
             "x-ratelimit-remaining": str(remaining),
             "x-ratelimit-reset": reset,
         }
+        if refused and not self.sb.options.rate_limit_429_limit_header:
+            del headers["x-ratelimit-limit"]
+        return headers
 
     def _peek_headers(self, is_search: bool) -> dict[str, str]:
         """Budget headers for a request that was not counted (e.g. a bad key)."""
@@ -389,10 +394,10 @@ class Api:
                 self.stats.windows["search"].add(now)
             # a rejected request consumes nothing
             if self.org_window.state(now, opts.org_rpm)[0] <= 0:
-                headers = self._rate_headers(self.org_window, opts.org_rpm, now)
+                headers = self._rate_headers(self.org_window, opts.org_rpm, now, refused=True)
                 raise _RateLimitedError(headers, "org")
             if is_search and self.search_window.state(now, opts.search_rpm)[0] <= 0:
-                headers = self._rate_headers(self.search_window, opts.search_rpm, now)
+                headers = self._rate_headers(self.search_window, opts.search_rpm, now, refused=True)
                 raise _RateLimitedError(headers, "search")
             self.org_window.hit(now, opts.org_rpm)
             if is_search:
@@ -400,7 +405,9 @@ class Api:
             self.stats.accepted["org"].add(now)
             if is_search:
                 self.stats.accepted["search"].add(now)
-                return self._rate_headers(self.search_window, opts.search_rpm, now)
+                if opts.search_headers != "org":
+                    return self._rate_headers(self.search_window, opts.search_rpm, now)
+            # search_headers="org": a successful search shows the org window only
             return self._rate_headers(self.org_window, opts.org_rpm, now)
 
     def _pick_fault(self, template: str) -> str | None:

@@ -1,0 +1,40 @@
+"""The whole thread (messages and notes) of each emitted conversation.
+
+A conversation is emitted with every message and note it has, every time it is
+emitted, so a conversation reopened by a reply and resolved again carries the reply.
+
+Two ways to read the threads of a batch of conversations, chosen by cost:
+
+- **per conversation** (:mod:`.lister`): ``GET /v1/conversations/{id}/messages`` and
+  ``/notes``, 100 a page; at least one request per thread, cheap for a handful;
+- **bulk** (:mod:`.bulk`): search the messages (and notes) created in the batch's time
+  span, 500 a page, and group them by conversation; a backfill reads thousands of
+  threads with a few dozen requests.
+
+:mod:`.cost` prices the two, :mod:`.planner` composes them batch by batch, and
+:mod:`.lookahead` feeds it the conversations ahead. Bulk results are accepted only
+for a thread whose size equals the conversation's own ``messageCount``/``noteCount``;
+any other thread is listed per conversation, so the output is always exactly the
+whole thread.
+"""
+
+from tap_kustomer.threads.kinds import MESSAGES, NOTES
+from tap_kustomer.threads.lookahead import (
+    LOOKAHEAD_CONVERSATIONS,
+    planning_view,
+    read_ahead,
+    with_upcoming,
+)
+from tap_kustomer.threads.planner import Thread, ThreadPlanner, ThreadStats
+
+__all__ = [
+    "LOOKAHEAD_CONVERSATIONS",
+    "MESSAGES",
+    "NOTES",
+    "Thread",
+    "ThreadPlanner",
+    "ThreadStats",
+    "planning_view",
+    "read_ahead",
+    "with_upcoming",
+]

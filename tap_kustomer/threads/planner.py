@@ -1,0 +1,262 @@
+"""The planner: the whole thread of each conversation of a batch, by the cheaper way.
+
+It composes the parts: per kind, the :class:`~tap_kustomer.threads.bulk.BulkReader`
+completes what its search can (priced by :mod:`~tap_kustomer.threads.cost`), and the
+:class:`~tap_kustomer.threads.lister.ThreadLister` lists every thread left over, a
+chunk of conversations at a time. Work runs on the one executor the caller owns for
+the run; the planner never creates threads of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import typing as t
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
+from dataclasses import dataclass, field
+
+from tap_kustomer.threads.bulk import BulkReader
+from tap_kustomer.threads.kinds import (
+    MESSAGES,
+    NOTES,
+    Conversation,
+    ThreadKind,
+    conversation_id,
+    count_of,
+    needing,
+)
+from tap_kustomer.threads.lister import RequestJson, ThreadLister
+
+if t.TYPE_CHECKING:
+    from tap_kustomer.search import SearchFunction
+
+A = t.TypeVar("A")
+R = t.TypeVar("R")
+C = t.TypeVar("C", bound=Conversation)
+
+STRATEGIES = ("auto", "per_conversation", "bulk")
+#: Conversations whose threads are listed one by one together (and held in memory).
+PER_CONVERSATION_CHUNK = 50
+
+
+@dataclass
+class Thread:
+    """Everything said in one conversation.
+
+    Items read in bulk wait as compact JSON text (a fifth of the memory of parsed
+    objects) until their conversation is written; :meth:`records` parses them.
+    """
+
+    messages: list[dict[str, t.Any] | str] = field(default_factory=list)
+    notes: list[dict[str, t.Any] | str] = field(default_factory=list)
+
+    def records(self, kind: str) -> t.Iterator[dict[str, t.Any]]:
+        """The thread's messages or notes, as records."""
+        items: list[dict[str, t.Any] | str] = getattr(self, kind)
+        for item in items:
+            yield json.loads(item) if isinstance(item, str) else item
+
+
+@dataclass
+class ThreadStats:
+    """What fetching threads cost, and how each thread was read (for logs and tests)."""
+
+    conversations: int = 0
+    requests: int = 0
+    bulk_requests: int = 0
+    bulk_threads: int = 0
+    per_conversation_threads: int = 0
+    skipped_empty: int = 0
+    gone: int = 0
+
+
+def _never(exc: Exception) -> bool:
+    return False
+
+
+class ThreadPlanner:
+    """Fetch the whole threads of batches of conversations, by the cheaper plan.
+
+    ``want_messages``/``want_notes`` may be switched off between batches (a key that
+    lacks a role). With a ``pool`` and ``workers`` > 1, the two kinds' bulk reads run
+    side by side and up to ``workers`` lists at a time, so the caller sizes the pool
+    ``workers + 2``; without a pool everything runs in the caller's thread. Tasks
+    never submit tasks, so a smaller pool only slows the work, never deadlocks it.
+    """
+
+    def __init__(
+        self,
+        request_json: RequestJson,
+        search: SearchFunction | None = None,
+        *,
+        want_messages: bool = True,
+        want_notes: bool = True,
+        pool: Executor | None = None,
+        workers: int = 1,
+        strategy: str = "auto",
+        is_not_found: t.Callable[[Exception], bool] = _never,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        """Bind the request functions, what to fetch, and where to run the work."""
+        if strategy not in STRATEGIES:
+            msg = f"thread_strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}"
+            raise ValueError(msg)
+        self.request_json = request_json
+        self.search = search
+        self.want_messages = want_messages
+        self.want_notes = want_notes
+        self.pool = pool
+        self.workers = max(1, workers)
+        self.strategy = strategy if search is not None else "per_conversation"
+        self.is_not_found = is_not_found
+        self.logger = logger or logging.getLogger(__name__)
+        self.stats = ThreadStats()
+        self._lock = threading.Lock()
+        self._lister = ThreadLister(self._counted_request)
+        self._readers: dict[str, BulkReader] = {}
+        if self.strategy != "per_conversation":
+            for kind in (MESSAGES, NOTES):
+                self._readers[kind.name] = BulkReader(
+                    kind, self._counted_search, strategy=self.strategy
+                )
+
+    def kinds(self) -> list[ThreadKind]:
+        """What this run reads of each thread."""
+        return [
+            k for k, wanted in ((MESSAGES, self.want_messages), (NOTES, self.want_notes)) if wanted
+        ]
+
+    def fetch(self, conversations: t.Sequence[Conversation]) -> dict[str, Thread]:
+        """The whole thread of every conversation in the batch, keyed by conversation id."""
+        return {conversation_id(c): thread for c, thread in self.threads(conversations)}
+
+    def threads(
+        self,
+        conversations: t.Sequence[C],
+        upcoming: t.Sequence[Conversation] = (),
+    ) -> t.Iterator[tuple[C, Thread]]:
+        """Each conversation of the batch with its whole thread, in the batch's order.
+
+        ``upcoming`` are the conversations of the next batches, if already known: the
+        bulk read keeps their items as it passes them. Threads left to the lister are
+        fetched a chunk of conversations at a time, so memory holds one chunk's
+        threads, not the whole batch's.
+        """
+        threads = {conversation_id(c): Thread() for c in conversations}
+        self.stats.conversations += len(conversations)
+        kinds = self.kinds()
+        side_by_side = len(kinds) > 1 and bool(self._readers) and self.workers > 1
+        plans = self._run(
+            lambda kind: self._plan(kind, conversations, upcoming),
+            kinds,
+            limit=len(kinds) if side_by_side else 1,
+        )
+        pending: dict[str, list[ThreadKind]] = {}
+        for kind, (accepted, leftover) in zip(kinds, plans, strict=True):
+            for cid, items in accepted.items():
+                setattr(threads[cid], kind.name, items)
+            for cid in leftover:
+                pending.setdefault(cid, []).append(kind)
+        for offset in range(0, len(conversations), PER_CONVERSATION_CHUNK):
+            chunk = conversations[offset : offset + PER_CONVERSATION_CHUNK]
+            jobs = [
+                (conversation_id(c), kind)
+                for c in chunk
+                for kind in pending.get(conversation_id(c), [])
+            ]
+            self._list_each(jobs, threads)
+            for conversation in chunk:
+                yield conversation, threads.pop(conversation_id(conversation))
+
+    def _plan(
+        self,
+        kind: ThreadKind,
+        conversations: t.Sequence[Conversation],
+        upcoming: t.Sequence[Conversation],
+    ) -> tuple[dict[str, list[str]], list[str]]:
+        """The threads of ``kind`` read in bulk, and the conversations left to list."""
+        skipped = sum(1 for c in conversations if count_of(c, kind) == 0)
+        with self._lock:
+            self.stats.skipped_empty += skipped
+        needed = needing(conversations, kind)
+        reader = self._readers.get(kind.name)
+        if reader is None or not needed:
+            return {}, list(needed)
+        result = reader.read(conversations, upcoming)
+        with self._lock:
+            self.stats.bulk_threads += len(result.accepted)
+        return result.accepted, result.leftover
+
+    def _list_each(self, jobs: list[tuple[str, ThreadKind]], threads: dict[str, Thread]) -> None:
+        """List the threads of ``jobs`` and put them in ``threads``; gone ones emptied."""
+        results = self._run(self._list_one, jobs, limit=self.workers)
+        gone = set()
+        for (cid, kind), items in zip(jobs, results, strict=True):
+            if items is None:
+                gone.add(cid)
+                continue
+            setattr(threads[cid], kind.name, items)
+            self.stats.per_conversation_threads += 1
+        for cid in gone:
+            threads[cid] = Thread()
+            self.stats.gone += 1
+            self.logger.warning(
+                "Conversation %s was deleted before its thread could be read; "
+                "emitting it without messages and notes",
+                cid,
+            )
+
+    def _list_one(self, job: tuple[str, ThreadKind]) -> list[dict[str, t.Any]] | None:
+        """One thread from its own list; None if its conversation no longer exists."""
+        cid, kind = job
+        try:
+            return self._lister.thread(cid, kind)
+        except Exception as exc:
+            if self.is_not_found(exc):
+                return None
+            raise
+
+    def _run(self, task: t.Callable[[A], R], items: t.Sequence[A], *, limit: int) -> list[R]:
+        """``task`` over ``items``, at most ``limit`` at a time on the pool; in order.
+
+        Serial (in this thread) without a pool, with a limit of 1, or for one item.
+        On a failure no further item starts, those running are awaited (they share
+        state with what comes next), and the failure of the earliest item is raised.
+        """
+        if self.pool is None or limit <= 1 or len(items) <= 1:
+            return [task(item) for item in items]
+        results: dict[int, R] = {}
+        errors: dict[int, BaseException] = {}
+        running: dict[Future[R], int] = {}
+        submitted = 0
+        while running or (submitted < len(items) and not errors):
+            while not errors and submitted < len(items) and len(running) < limit:
+                running[self.pool.submit(task, items[submitted])] = submitted
+                submitted += 1
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                index = running.pop(future)
+                error = future.exception()
+                if error is not None:
+                    errors[index] = error
+                else:
+                    results[index] = future.result()
+        if errors:
+            raise errors[min(errors)]
+        return [results[index] for index in range(len(items))]
+
+    def _counted_request(
+        self, method: str, path: str, params: t.Mapping[str, t.Any] | None = None
+    ) -> t.Mapping[str, t.Any]:
+        body = self.request_json(method, path, params=params)
+        with self._lock:
+            self.stats.requests += 1
+        return body
+
+    def _counted_search(self, body: dict[str, t.Any], page: int, size: int) -> dict[str, t.Any]:
+        assert self.search is not None
+        with self._lock:
+            self.stats.requests += 1
+            self.stats.bulk_requests += 1
+        return self.search(body, page, size)
