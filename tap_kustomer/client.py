@@ -178,6 +178,8 @@ class KustomerStream(RESTStream[t.Any]):
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.ROOT_ONLY
     #: ``GET /v1/metadata/{this}`` describes the stream's custom attributes.
     metadata_resource: str | None = None
+    #: The resources (keys of ``errors.ROLE_BY_RESOURCE``) whose read role the stream needs.
+    resources: t.ClassVar[tuple[str, ...]] = ()
 
     @cached_property
     @override

@@ -24,7 +24,7 @@ REDACTED = "***REDACTED***"
 # Shorter strings are not real API keys, and scrubbing them would mangle ordinary words.
 MIN_SECRET_LENGTH = 8
 
-# Roles a read-only key needs, by resource, as Kustomer names them.
+# Roles a read-only key needs, by resource, as Kustomer names them (permission sets).
 ROLE_BY_RESOURCE: dict[str, str] = {
     "search": "org.permission.search.create",
     "conversation": "org.permission.conversation.read",
@@ -33,7 +33,27 @@ ROLE_BY_RESOURCE: dict[str, str] = {
     "customer": "org.permission.customer.read",
     "tag": "org.permission.tag.read",
     "metadata": "org.permission.metadata.read",
+    "company": "org.permission.company.read",
+    "kobject": "org.permission.kobject.read",
+    "klass": "org.permission.klass.read",
+    "user": "org.permission.user.read",
+    "team": "org.permission.team.read",
+    "shortcut": "org.permission.shortcut.read",
+    "brand": "org.permission.brand.read",
+    "schedule": "org.permission.schedule.read",
+    "routing": "org.permission.routing.read",
+    "satisfaction": "org.permission.satisfaction.read",
+    "attachment": "org.permission.attachment.read",
+    "event": "org.permission.event.read",
+    "audit_logs": "org.permission.audit_logs.read",
 }
+
+#: Other names Kustomer accepts for the same read (the older per-user role family).
+LEGACY_ROLE_BY_RESOURCE: dict[str, str] = {
+    resource: role.replace("org.permission.", "org.user.")
+    for resource, role in ROLE_BY_RESOURCE.items()
+    if resource != "search"
+} | {"search": "org.user.search.read"}
 
 
 class KustomerTapError(Exception):

@@ -1,20 +1,15 @@
-"""The streams: conversations (with their threads), messages, notes, customers, tags."""
+"""Resolved conversations, each written with its whole thread (messages and notes)."""
 
 from __future__ import annotations
 
-import copy
 import typing as t
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
-from urllib.parse import ParseResult, parse_qsl
 
-from singer_sdk import SchemaDirectory, StreamSchema
+from singer_sdk import StreamSchema
 from typing_extensions import override
 
-from tap_kustomer import schemas
 from tap_kustomer.client import KustomerStream
 from tap_kustomer.errors import NotFoundError, PermissionDeniedError
-from tap_kustomer.pagination import NextLinkPaginator
 from tap_kustomer.sdk_adapter import (
     OpenCounter,
     advance_bookmark,
@@ -22,13 +17,9 @@ from tap_kustomer.sdk_adapter import (
     write_schema,
     write_state,
 )
-from tap_kustomer.search import (
-    SEARCH_PAGE_SIZE,
-    SearchWalk,
-    WalkKey,
-    format_timestamp,
-    parse_timestamp,
-)
+from tap_kustomer.search import SearchWalk, WalkKey
+from tap_kustomer.streams.common import SCHEMAS, CustomAttributeSchema, iso, path, relationship_id
+from tap_kustomer.streams.searched import SearchedStream
 from tap_kustomer.threads import (
     LOOKAHEAD_CONVERSATIONS,
     Thread,
@@ -39,136 +30,6 @@ from tap_kustomer.threads import (
 
 if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context
-    from singer_sdk.streams.rest import HTTPRequest, PageContext
-
-SCHEMAS = SchemaDirectory(schemas)
-#: Standard search covers records updated within about two years.
-STANDARD_SEARCH_DAYS = 730
-
-
-class CustomAttributeSchema(StreamSchema):
-    """The stream's schema file plus the org's custom attributes, typed by suffix.
-
-    Custom attributes not described (or added later) still pass through, because
-    ``attributes.custom`` allows additional properties; described ones become typed
-    columns when a target flattens records.
-    """
-
-    @override
-    def get_stream_schema(self, stream: t.Any, stream_class: t.Any) -> dict[str, t.Any]:
-        """Read the definitions once per stream instance."""
-        cached = stream.__dict__.get("_schema_with_custom_attributes")
-        if cached is not None:
-            return cached  # type: ignore[no-any-return]
-        schema = copy.deepcopy(super().get_stream_schema(stream, stream_class))
-        custom = _path(schema, "properties", "attributes", "properties", "custom")
-        if isinstance(custom, dict):
-            custom.setdefault("properties", {}).update(stream.custom_attribute_types())
-        stream.__dict__["_schema_with_custom_attributes"] = schema
-        return schema
-
-
-def _path(record: dict[str, t.Any], *parts: str) -> t.Any:
-    node: t.Any = record
-    for part in parts:
-        if not isinstance(node, dict):
-            return None
-        node = node.get(part)
-    return node
-
-
-def _relationship_id(record: dict[str, t.Any], name: str) -> str | None:
-    value = _path(record, "relationships", name, "data", "id")
-    return str(value) if value else None
-
-
-def _iso(value: t.Any) -> str | None:
-    """A timestamp column in one format, whatever precision the API used."""
-    stamp = parse_timestamp(value)
-    return format_timestamp(stamp) if stamp else None
-
-
-class SearchedStream(KustomerStream):
-    """A stream read through search, walked in ascending order of its replication key."""
-
-    is_sorted = True
-    path = "/v1/customers/search"
-    http_method = "POST"
-    query_context: t.ClassVar[str]
-
-    def walk_keys(self) -> list[WalkKey]:
-        """The ordering keys of the walk, replication key first."""
-        raise NotImplementedError
-
-    def walk_criteria(self) -> list[dict[str, t.Any]]:
-        """Filters besides the time window."""
-        return []
-
-    @override
-    def get_replication_key_signpost(self, context: Context | None = None) -> None:
-        """No signpost: the walk's upper bound already comes from the server's clock."""
-        return
-
-    def window_end(self) -> datetime:
-        """The newest time this run may read: settled in the search index, before end_date.
-
-        Search lags behind changes; reading only what is older than the lag means a
-        record indexed late still lands after the bookmark and is read next run.
-        """
-        lag = timedelta(minutes=float(self.config.get("index_lag_minutes", 15)))
-        server_now = datetime.fromtimestamp(self.budget.server_time(), tz=timezone.utc)
-        end = server_now - lag
-        end_date = parse_timestamp(self.config.get("end_date"))
-        return min(end, end_date) if end_date else end
-
-    def new_walk(self, context: Context | None) -> SearchWalk:
-        """A walk from the bookmark (or start_date) to the window end."""
-        lower = self.get_starting_timestamp(context)
-        upper = self.window_end()
-        horizon = upper - timedelta(days=STANDARD_SEARCH_DAYS)
-        if lower is None or lower < horizon:
-            self.logger.warning(
-                "%s: Kustomer's standard search holds only records updated in the last 2 "
-                "years (since %s); older ones are only in its archive search, which this "
-                "tap does not read",
-                self.name,
-                horizon.date().isoformat(),
-            )
-        return SearchWalk(
-            search=self.search,
-            query_context=self.query_context,
-            criteria=self.walk_criteria(),
-            keys=self.walk_keys(),
-            lower=lower,
-            upper=upper,
-            page_size=self.walk_page_size(),
-        )
-
-    @override
-    def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
-        """Every record of the window, oldest first."""
-        self.check_key_once()
-        try:
-            with self.progress() as progress, self.state_written_on_failure():
-                walk = self.new_walk(context)
-                for page in walk.pages():
-                    progress.set_total(walk.stats.first_total)
-                    yield from page
-                    progress.add(len(page))
-        except PermissionDeniedError as error:
-            if not self.skip_if_allowed(error):
-                raise
-        self.log_type_fixes()
-
-    @property
-    def record_limit(self) -> int | None:
-        """The records a dry run (``--test``) or a test suite reads before it stops."""
-        return self.ABORT_AT_RECORD_COUNT
-
-    def walk_page_size(self) -> int:
-        """Records per search page: fewer when the run stops after a handful."""
-        limit = self.record_limit
-        return SEARCH_PAGE_SIZE if limit is None else max(2, min(SEARCH_PAGE_SIZE, limit + 1))
 
 
 class ConversationsStream(SearchedStream):
@@ -180,6 +41,7 @@ class ConversationsStream(SearchedStream):
     """
 
     name = "conversations"
+    resources = ("search", "conversation")
     primary_keys = ("id",)
     query_context = "conversation"
     metadata_resource = "conversation"
@@ -365,8 +227,8 @@ class ConversationsStream(SearchedStream):
         """The conversation's value of the replication key, as its record carries it."""
         attributes = conversation.get("attributes") or {}
         if self.walks_resolution:
-            return _iso(_path(attributes, "lastDone", "createdAt"))
-        return _iso(attributes.get("updatedAt"))
+            return iso(path(attributes, "lastDone", "createdAt"))
+        return iso(attributes.get("updatedAt"))
 
     def _walk_with_threads(
         self,
@@ -418,9 +280,9 @@ class ConversationsStream(SearchedStream):
     ) -> dict[str, t.Any] | None:
         """Add the flat columns: resolved_at, updated_at, customer_id."""
         attributes = row.get("attributes") or {}
-        row["updated_at"] = _iso(attributes.get("updatedAt"))
-        row["resolved_at"] = _iso(_path(attributes, "lastDone", "createdAt"))
-        row["customer_id"] = _relationship_id(row, "customer")
+        row["updated_at"] = iso(attributes.get("updatedAt"))
+        row["resolved_at"] = iso(path(attributes, "lastDone", "createdAt"))
+        row["customer_id"] = relationship_id(row, "customer")
         return row
 
 
@@ -470,11 +332,11 @@ class ThreadStream(KustomerStream):
         self, row: dict[str, t.Any], context: Context | None = None
     ) -> dict[str, t.Any] | None:
         """Add the flat columns: conversation_id, customer_id, updated_at."""
-        row["conversation_id"] = _relationship_id(row, "conversation") or (
+        row["conversation_id"] = relationship_id(row, "conversation") or (
             str(context["conversation_id"]) if context and context.get("conversation_id") else None
         )
-        row["customer_id"] = _relationship_id(row, "customer")
-        row["updated_at"] = _iso(_path(row, "attributes", "updatedAt"))
+        row["customer_id"] = relationship_id(row, "customer")
+        row["updated_at"] = iso(path(row, "attributes", "updatedAt"))
         return row
 
 
@@ -497,6 +359,7 @@ class MessagesStream(ThreadStream):
     """Every message of each emitted conversation."""
 
     name = "messages"
+    resources = ("message",)
     path = "/v1/conversations/{conversation_id}/messages"
     metadata_resource = "message"
     schema = CustomAttributeSchema(SCHEMAS)
@@ -506,7 +369,7 @@ class MessagesStream(ThreadStream):
         self, row: dict[str, t.Any], context: Context | None = None
     ) -> dict[str, t.Any] | None:
         """Normalise recipients (list, dict or string) to a list."""
-        meta = _path(row, "attributes", "meta")
+        meta = path(row, "attributes", "meta")
         if isinstance(meta, dict):
             for field in ("to", "cc", "bcc"):
                 if field in meta:
@@ -518,107 +381,6 @@ class NotesStream(ThreadStream):
     """Every note of each emitted conversation."""
 
     name = "notes"
+    resources = ("note",)
     path = "/v1/conversations/{conversation_id}/notes"
     schema = StreamSchema(SCHEMAS)
-
-
-class CustomersStream(SearchedStream):
-    """Customers created or updated since the last run."""
-
-    name = "customers"
-    primary_keys = ("id",)
-    replication_key = "updated_at"
-    query_context = "customer"
-    metadata_resource = "customer"
-    schema = CustomAttributeSchema(SCHEMAS)
-    STATE_MSG_FREQUENCY = 1000
-
-    @override
-    def walk_keys(self) -> list[WalkKey]:
-        """Update time, then creation time."""
-        return [
-            WalkKey("customer_updated_at", ("updatedAt",)),
-            WalkKey("customer_created_at", ("createdAt",)),
-        ]
-
-    @override
-    def prepare_record(
-        self, row: dict[str, t.Any], context: Context | None = None
-    ) -> dict[str, t.Any] | None:
-        """Add the flat column updated_at."""
-        row["updated_at"] = _iso(_path(row, "attributes", "updatedAt"))
-        return row
-
-
-class TagsStream(KustomerStream):
-    """Every tag, deleted ones included with their flag."""
-
-    name = "tags"
-    path = "/v1/tags"
-    primary_keys = ("id",)
-    schema = StreamSchema(SCHEMAS)
-    page_size = 100
-
-    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
-        """Track the ids written, so the pass for deleted tags adds only new ones."""
-        super().__init__(*args, **kwargs)
-        self._extra_params: dict[str, str] = {}
-
-    @override
-    def get_new_paginator(self) -> NextLinkPaginator:
-        """Tags come in pages linked by ``links.next``."""
-        return NextLinkPaginator()
-
-    @override
-    def get_http_request(self, *, page: PageContext[ParseResult | None]) -> HTTPRequest:
-        """First page by size; later pages exactly as the API linked them."""
-        request = super().get_http_request(page=page)
-        token = page.next_page_token
-        if token is not None:
-            request.url = f"{self.url_base}{token.path}"
-            request.params = dict(parse_qsl(token.query))
-        else:
-            request.params.update({"page": 1, "pageSize": self.page_size, **self._extra_params})
-        return request
-
-    @override
-    def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
-        """All tags; then, if none came back deleted, ask for deleted ones explicitly.
-
-        Whether the list includes deleted tags by default is not documented, so the
-        tap reads both ways and keeps each tag once.
-        """
-        self.check_key_once()
-        try:
-            with self.progress() as progress:
-                for tag in self._all_tags(context):
-                    yield tag
-                    progress.add()
-        except PermissionDeniedError as error:
-            if not self.skip_if_allowed(error):
-                raise
-        self.log_type_fixes()
-
-    def _all_tags(self, context: Context | None) -> t.Iterator[dict[str, t.Any]]:
-        seen: set[str] = set()
-        any_deleted = False
-        self._extra_params = {}
-        for record in super().get_records(context):
-            seen.add(str(record.get("id")))
-            any_deleted = any_deleted or bool(_path(record, "attributes", "deleted"))
-            yield record
-        if any_deleted:
-            return
-        self._extra_params = {"deleted": "true"}
-        for record in super().get_records(context):
-            if str(record.get("id")) not in seen and _path(record, "attributes", "deleted"):
-                seen.add(str(record.get("id")))
-                yield record
-
-    @override
-    def prepare_record(
-        self, row: dict[str, t.Any], context: Context | None = None
-    ) -> dict[str, t.Any] | None:
-        """Add the flat column updated_at."""
-        row["updated_at"] = _iso(_path(row, "attributes", "updatedAt"))
-        return row
