@@ -15,9 +15,7 @@ against a 3,000-conversation sandbox and prints the requests it made.
 from __future__ import annotations
 
 import argparse
-import json
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +24,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.tap_harness import REPO, run_cli, tap_env
+from tests.tap_harness import run_cli, spawn_tap
 from tests.truth import config_for, started
 
 
@@ -43,16 +41,9 @@ def stop_once(sig: int, waiting_on: str, workdir: Path) -> tuple[float, int]:
             config["max_requests_per_minute"] = 120
         else:
             config["backoff_base_seconds"] = 30.0
-        (workdir / "config.json").write_text(json.dumps(config))
         out = workdir / "out.jsonl"
         with out.open("w") as handle:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "tap_kustomer", "--config", str(workdir / "config.json")],
-                stdout=handle,
-                stderr=subprocess.DEVNULL,
-                cwd=REPO,
-                env=tap_env(),
-            )
+            process = spawn_tap(config, workdir, handle)
             deadline = time.monotonic() + 120
             while _written(out) < 1 and time.monotonic() < deadline:
                 time.sleep(0.05)

@@ -177,3 +177,20 @@ class ReservedPort:
         """Free the port for the server about to bind it; returns the port."""
         self._socket.close()
         return self.port
+
+
+def spawn_tap(config: dict[str, t.Any], workdir: Path, stdout: t.IO[str]) -> subprocess.Popen[str]:
+    """Start ``tap-kustomer --config`` as a program writing its messages to ``stdout``.
+
+    For tests that signal or kill a running tap; stderr is discarded.
+    """
+    config_path = workdir / "config.json"
+    config_path.write_text(json.dumps(config))
+    return subprocess.Popen(
+        [sys.executable, "-m", "tap_kustomer", "--config", str(config_path)],
+        stdout=stdout,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+        env=tap_env(),
+        text=True,
+    )

@@ -6,10 +6,7 @@ bookmarks that never pass an unemitted record).
 
 from __future__ import annotations
 
-import json
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -17,7 +14,7 @@ import pytest
 from tap_kustomer.search import parse_timestamp
 from tap_kustomer.streams import ConversationsStream
 from tests.sandbox import Sandbox, SandboxOptions
-from tests.tap_harness import REPO, parse_messages, run_tap, tap_env
+from tests.tap_harness import parse_messages, run_tap, spawn_tap
 from tests.truth import (
     API_KEY,
     config_for,
@@ -286,16 +283,9 @@ def test_an_interrupted_run_resumes_from_its_last_state_without_loss(tmp_path, s
     ) as sandbox:
         sandbox.base_url = sandbox.start()
         config = config_for(sandbox)
-        (tmp_path / "config.json").write_text(json.dumps(config))
         out_path = tmp_path / "out.jsonl"
         with out_path.open("w") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "tap_kustomer", "--config", str(tmp_path / "config.json")],
-                stdout=out,
-                stderr=subprocess.DEVNULL,
-                cwd=REPO,
-                env=tap_env(),
-            )
+            process = spawn_tap(config, tmp_path, out)
             deadline = time.time() + 60
             while time.time() < deadline and _count_records(out_path, "conversations") < 200:
                 time.sleep(0.05)

@@ -3,15 +3,12 @@ even while requests wait on the rate budget or on a retry; the next run loses no
 
 from __future__ import annotations
 
-import json
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.tap_harness import REPO, parse_messages, run_tap, tap_env
+from tests.tap_harness import parse_messages, run_tap, spawn_tap
 from tests.truth import config_for, expected_resolved, started, thread_ids
 
 STOP_WITHIN_SECONDS = 10
@@ -49,16 +46,9 @@ def test_a_stop_signal_ends_the_run_within_seconds_and_loses_nothing(tmp_path, s
             backoff_base_seconds=30.0 if waiting_on == "retry" else 0.01,
         )
         config = {k: v for k, v in config.items() if v is not None}
-        (tmp_path / "config.json").write_text(json.dumps(config))
         out = tmp_path / "out.jsonl"
         with out.open("w") as handle:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "tap_kustomer", "--config", str(tmp_path / "config.json")],
-                stdout=handle,
-                stderr=subprocess.DEVNULL,
-                cwd=REPO,
-                env=tap_env(),
-            )
+            process = spawn_tap(config, tmp_path, handle)
             try:
                 deadline = time.monotonic() + 90
                 while _conversations_written(out) < 1 and time.monotonic() < deadline:
