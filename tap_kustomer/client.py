@@ -98,7 +98,7 @@ def resolve_api_url(config: t.Mapping[str, t.Any]) -> str:
     return REGION_URLS[region]
 
 
-def resource_of_request(request: requests.PreparedRequest | None) -> str:
+def resource_touched_by(request: requests.PreparedRequest | None) -> str:
     """Which Kustomer resource (and so which role) a request touches."""
     if request is None or not request.url:
         return "conversation"
@@ -378,7 +378,7 @@ class KustomerStream(RESTStream[t.Any]):
 
     def _access_error(self, response: requests.Response) -> Exception:
         """Tell an invalid or expired key from a valid key that lacks a role."""
-        resource = resource_of_request(response.request)
+        resource = resource_touched_by(response.request)
         title = error_title(response)
         if "expired" in title.lower():
             return AuthenticationError(
