@@ -14,9 +14,22 @@ import typing as t
 
 import click
 
+from tap_kustomer.check import check_connection
 from tap_kustomer.errors import KustomerTapError, RedactingStream
 from tap_kustomer.stopping import RunStopped
 from tap_kustomer.tap import TapKustomer
+
+CHECK_HELP = (
+    "Check the settings and the API key's roles against the streams (those selected in "
+    "--catalog, or all), print a report and exit: 0 if every selected stream can be read."
+)
+
+
+class ConfigArgument(t.Protocol):
+    """What the SDK's ``--config`` option hands to ``invoke``."""
+
+    config: dict[str, t.Any]
+    parse_env: bool
 
 
 def main() -> None:
@@ -56,6 +69,34 @@ def main() -> None:
     if isinstance(exit_code, int) and exit_code:
         sys.stderr.write("tap-kustomer: error: the configuration is invalid (see above)\n")
         raise SystemExit(exit_code)
+
+
+def with_check_option(command: click.Command) -> click.Command:
+    """Add ``--check`` to the SDK's command; ``TapKustomer.invoke`` receives it."""
+    command.params.append(click.Option(["--check"], is_flag=True, help=CHECK_HELP))
+    return command
+
+
+def run_check(
+    tap_class: type[TapKustomer],
+    *,
+    config: ConfigArgument | None,
+    catalog: t.IO[str] | None,
+) -> None:
+    """``--check``: the tap from the settings (and catalog, for the selection), then the check.
+
+    No mapper: it would list the streams, whose schemas ask Kustomer for custom
+    attributes, before the key was checked.
+    """
+    tap = tap_class(
+        config=config.config if config is not None else None,
+        catalog=json.load(catalog) if catalog is not None else None,
+        parse_env_config=config.parse_env if config is not None else False,
+        validate_config=True,
+        setup_mapper=False,
+    )
+    check_connection(tap, sys.stdout.write)
+    sys.stdout.flush()
 
 
 def describe_unexpected(exc: BaseException) -> str:

@@ -9,6 +9,7 @@ from functools import cached_property
 from singer_sdk import Tap
 from singer_sdk import typing as th
 from singer_sdk.helpers.capabilities import (
+    EMIT_ACTIVATE_VERSION_CONFIG,
     CapabilitiesEnum,
     PluginCapabilities,
     TapCapabilities,
@@ -24,7 +25,14 @@ from tap_kustomer.search import parse_timestamp
 from tap_kustomer.stopping import RunStopped
 
 if t.TYPE_CHECKING:
+    import click
     from singer_sdk.streams import Stream
+
+ACTIVATE_VERSION_HELP = (
+    "Emit ACTIVATE_VERSION for each full-table stream (tags, users, teams, klasses, "
+    "shortcuts, brands, business_schedules, queues, satisfaction_surveys), so that a "
+    "target can delete or mark the rows a run did not read again."
+)
 
 STREAM_TYPES: list[type[KustomerStream]] = [
     streams.ConversationsStream,
@@ -32,6 +40,16 @@ STREAM_TYPES: list[type[KustomerStream]] = [
     streams.NotesStream,
     streams.CustomersStream,
     streams.TagsStream,
+    streams.UsersStream,
+    streams.TeamsStream,
+    streams.KlassesStream,
+    streams.ShortcutsStream,
+    streams.BrandsStream,
+    streams.BusinessSchedulesStream,
+    streams.QueuesStream,
+    streams.SatisfactionSurveysStream,
+    streams.CompaniesStream,
+    streams.KobjectsStream,
 ]
 
 
@@ -41,11 +59,13 @@ class TapKustomer(TerminationHook, Tap):
     name = "tap-kustomer"
     package_name = "kustomer-singer-tap"
     # Not BATCH: threads are written as records while conversations are walked.
-    # Not ACTIVATE_VERSION: a run re-reads only what changed, never a whole table.
+    # ACTIVATE_VERSION for the full-table reference streams (tags, users, teams...),
+    # with the SDK's setting emit_activate_version_messages (added below).
     capabilities: t.ClassVar[list[CapabilitiesEnum]] = [
         TapCapabilities.CATALOG,
         TapCapabilities.STATE,
         TapCapabilities.DISCOVER,
+        TapCapabilities.ACTIVATE_VERSION,
         PluginCapabilities.ABOUT,
         PluginCapabilities.STREAM_MAPS,
         PluginCapabilities.FLATTENING,
@@ -226,6 +246,20 @@ class TapKustomer(TerminationHook, Tap):
         ),
     ).to_dict()
 
+    @classmethod
+    @override
+    def append_builtin_config(cls, config_jsonschema: dict[str, t.Any]) -> None:
+        """Also offer the SDK's ``emit_activate_version_messages`` setting.
+
+        The SDK's streams read it, but its taps do not declare it (its targets declare
+        their side), so without this the setting would be undocumented.
+        """
+        super().append_builtin_config(config_jsonschema)
+        if TapCapabilities.ACTIVATE_VERSION in cls.capabilities:
+            properties = config_jsonschema.setdefault("properties", {})
+            for name, setting in EMIT_ACTIVATE_VERSION_CONFIG["properties"].items():
+                properties.setdefault(name, {**setting, "description": ACTIVATE_VERSION_HELP})
+
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         """Scrub the key from all output before anything can log it."""
         super().__init__(*args, **kwargs)
@@ -263,6 +297,25 @@ class TapKustomer(TerminationHook, Tap):
         emitted, and everything updated before it was emitted if it was resolved.
         """
         super().load_state(carry_over_bookmark(state, self.config, self.logger))
+
+    @classmethod
+    @override
+    def get_singer_command(cls) -> click.Command:
+        """The SDK's command plus ``--check`` (the plumbing lives in :mod:`tap_kustomer.cli`)."""
+        from tap_kustomer.cli import with_check_option  # cli imports this module
+
+        return with_check_option(super().get_singer_command())
+
+    @classmethod
+    @override
+    def invoke(cls, *, check: bool = False, **kwargs: t.Any) -> None:
+        """With ``--check``, check the key against the streams instead of syncing."""
+        from tap_kustomer.cli import run_check
+
+        if check and not kwargs.get("about"):
+            run_check(cls, config=kwargs.get("config"), catalog=kwargs.get("catalog"))
+            return
+        super().invoke(**kwargs)
 
     @override
     def discover_streams(self) -> list[Stream]:

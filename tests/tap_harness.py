@@ -24,6 +24,20 @@ LOOPBACK_ONLY = {
 }
 
 
+#: The full-table reference streams besides tags, and the sandbox's name of their list
+#: (``reference_of(sandbox).truth([kind])``).
+REFERENCE_STREAMS = {
+    "users": "users",
+    "teams": "teams",
+    "klasses": "klasses",
+    "shortcuts": "shortcuts",
+    "brands": "brands",
+    "business_schedules": "schedules",
+    "queues": "queues",
+    "satisfaction_surveys": "satisfaction",
+}
+
+
 def tap_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """This process's environment without TAP_KUSTOMER_* settings, loopback only."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAP_KUSTOMER_")}
@@ -32,7 +46,16 @@ def tap_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-STREAMS = ("conversations", "messages", "notes", "customers", "tags")
+STREAMS = (
+    "conversations",
+    "messages",
+    "notes",
+    "customers",
+    "tags",
+    "companies",
+    "kobjects",
+    *REFERENCE_STREAMS,
+)
 
 
 @dataclass

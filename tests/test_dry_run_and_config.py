@@ -8,8 +8,9 @@ from tests.tap_harness import run_cli
 from tests.truth import config_for, started
 
 #: Key check, custom-attribute metadata (conversation, message, customer), one small
-#: search per searched stream, the first thread of a conversation, the first tags page.
-DRY_RUN_MAX_REQUESTS = 16
+#: search per searched stream, the first thread of a conversation, the first tags page,
+#: the first page of each of the 8 other reference lists.
+DRY_RUN_MAX_REQUESTS = 24
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,8 @@ from tap_kustomer.search import parse_timestamp
 from tap_kustomer.tap import TapKustomer
 from tests.sandbox import KeySpec, Sandbox, SandboxOptions
 from tests.sandbox.clock import default_anchor
-from tests.tap_harness import STREAMS, TapRun, closed_port, run_cli, run_tap
+from tests.sandbox.reference import reference_of
+from tests.tap_harness import REFERENCE_STREAMS, STREAMS, TapRun, closed_port, run_cli, run_tap
 from tests.truth import API_KEY, bounded_config, thread_ids
 
 SMALL_ORG: dict[str, t.Any] = {
@@ -59,6 +60,7 @@ def truth(sb: Sandbox, config: dict[str, t.Any]) -> dict[str, set[str]]:
     assert end is not None
     until = end + timedelta(milliseconds=1)  # the tap's window end is inclusive
     conversations = set(sb.resolved_conversation_ids(until=until))
+    reference = reference_of(sb).truth()
     messages, notes = thread_ids(sb, conversations)
     return {
         "conversations": conversations,
@@ -66,6 +68,9 @@ def truth(sb: Sandbox, config: dict[str, t.Any]) -> dict[str, set[str]]:
         "notes": notes,
         "customers": set(sb.updated_ids("customers", until=until)),
         "tags": {tag["id"] for tag in sb.truth(["tags"])["tags"]},
+        "companies": set(sb.updated_ids("companies", until=until)),
+        "kobjects": set(sb.updated_ids("kobjects", until=until)),
+        **{stream: {r["id"] for r in reference[k]} for stream, k in REFERENCE_STREAMS.items()},
     }
 
 

@@ -26,11 +26,20 @@ from singer_sdk.singerlib import Schema
 import tap_kustomer.schemas
 from tap_kustomer.search import parse_timestamp
 from tap_kustomer.tap import TapKustomer
-from tests.tap_harness import closed_port
+from tests.tap_harness import REFERENCE_STREAMS, closed_port
 
 SCHEMA_DIR = Path(tap_kustomer.schemas.__file__).parent
 FIXTURES = Path(__file__).parent / "fixtures" / "kustomer_samples"
-STREAMS = ("conversations", "messages", "notes", "customers", "tags")
+STREAMS = (
+    "conversations",
+    "messages",
+    "notes",
+    "customers",
+    "tags",
+    "companies",
+    "kobjects",
+    *REFERENCE_STREAMS,
+)
 COMMON_COLUMNS = {"id", "type", "attributes", "relationships", "links", "updated_at"}
 EXTRA_COLUMNS = {
     "conversations": {"resolved_at", "customer_id"},
@@ -38,6 +47,9 @@ EXTRA_COLUMNS = {
     "notes": {"conversation_id", "customer_id"},
     "customers": set(),
     "tags": set(),
+    "companies": set(),
+    "kobjects": {"klass_id"},
+    **{stream: set() for stream in REFERENCE_STREAMS},
 }
 RESOURCE_TYPES = {
     "conversations": "conversation",
@@ -187,7 +199,7 @@ def test_timestamps_are_date_time(stream: str) -> None:
 def test_custom_attributes_are_open(stream: str) -> None:
     attributes = load_schema(stream)["properties"]["attributes"]
     assert attributes["additionalProperties"] is True
-    if stream == "tags":
+    if stream == "tags" or stream in REFERENCE_STREAMS:
         return
     assert attributes["properties"]["custom"] == {
         "type": ["object", "null"],
@@ -228,9 +240,20 @@ def test_relationships_shape(stream: str) -> None:
         },
         "customers": {"org", "createdBy", "modifiedBy"},
         "tags": {"org", "createdBy", "modifiedBy", "deletedBy"},
+        "companies": {"org", "createdBy", "modifiedBy"},
+        "kobjects": {"org", "klass", "customer", "company"},
+        "users": {"org", "createdBy", "modifiedBy"},
+        "teams": {"org", "createdBy", "modifiedBy", "deletedBy"},
+        "klasses": {"org", "kobjects"},
+        "shortcuts": {"org", "createdBy", "modifiedBy", "parent", "accessTeams", "accessUsers"},
+        "brands": {"org", "createdBy", "modifiedBy"},
+        "business_schedules": {"org", "createdBy", "modifiedBy", "deletedBy"},
+        "queues": {"org", "createdBy", "modifiedBy"},
+        "satisfaction_surveys": {"org", "createdBy", "modifiedBy", "template"},
     }[stream]
     assert expected <= set(relationships["properties"])
     many = {"shortcuts", "userMentions", "teamMentions"}
+    many |= {"accessTeams", "accessUsers", "attachments"}  # of shortcuts
     for name, rel in relationships["properties"].items():
         assert set(rel["properties"]) == {"links", "data", "meta"}, name
         data_types = _types(rel["properties"]["data"])

@@ -10,15 +10,44 @@ from tap_kustomer.streams.conversations import (
     NotesStream,
     ThreadStream,
 )
-from tap_kustomer.streams.reference import TagsStream
-from tap_kustomer.streams.searched import CustomersStream, SearchedStream
+from tap_kustomer.streams.reference import (
+    BrandsStream,
+    BusinessSchedulesStream,
+    KlassesStream,
+    QueuesStream,
+    ReferenceStream,
+    SatisfactionSurveysStream,
+    ShortcutsStream,
+    TagsStream,
+    TeamsStream,
+    UsersStream,
+)
+from tap_kustomer.streams.searched import (
+    CompaniesStream,
+    CustomersStream,
+    KobjectsStream,
+    SearchedStream,
+    UpdatedSearchedStream,
+)
 
 __all__ = [
+    "BrandsStream",
+    "BusinessSchedulesStream",
+    "CompaniesStream",
     "ConversationsStream",
     "CustomersStream",
+    "KlassesStream",
+    "KobjectsStream",
     "MessagesStream",
     "NotesStream",
+    "QueuesStream",
+    "ReferenceStream",
+    "SatisfactionSurveysStream",
     "SearchedStream",
+    "ShortcutsStream",
     "TagsStream",
+    "TeamsStream",
     "ThreadStream",
+    "UpdatedSearchedStream",
+    "UsersStream",
 ]

@@ -15,7 +15,7 @@ from .options import KeySpec, SandboxOptions
 from .server import Api, Response, SandboxServer, make_server
 from .store import NotFoundError, Store
 
-TRUTH_KINDS = ("conversations", "messages", "notes", "customers", "tags")
+TRUTH_KINDS = ("conversations", "messages", "notes", "customers", "tags", "companies", "kobjects")
 _KIND = {
     "conversations": "conversation",
     "messages": "message",
@@ -25,6 +25,9 @@ _KIND = {
     "users": "user",
     "teams": "team",
     "shortcuts": "shortcut",
+    "companies": "company",
+    "kobjects": "kobject",
+    "klasses": "klass",
 }
 
 TimeLike = str | int | datetime | None
@@ -154,6 +157,31 @@ class Sandbox:
         """Change customer attributes (same keys as add_customer)."""
         return self._render("customer", self.store.update_customer(customer_id, **attrs))
 
+    def add_company(self, **attrs: Any) -> dict[str, Any]:
+        """Create a company; attrs: name, externalId, domains, tags, custom."""
+        return self._render("company", self.store.add_company(**attrs))
+
+    def update_company(self, company_id: str, **attrs: Any) -> dict[str, Any]:
+        """Change company attributes (same keys as add_company); bumps updatedAt."""
+        return self._render("company", self.store.update_company(company_id, **attrs))
+
+    def add_kobject(
+        self,
+        klass: str | None = None,
+        customer_id: str | None = None,
+        company_id: str | None = None,
+        **attrs: Any,
+    ) -> dict[str, Any]:
+        """Create a kobject of the klass named ``klass`` (default: the first one); attrs:
+        title, description, externalId, images, tags, custom."""
+        return self._render(
+            "kobject", self.store.add_kobject(klass, customer_id, company_id, **attrs)
+        )
+
+    def update_kobject(self, kobject_id: str, **attrs: Any) -> dict[str, Any]:
+        """Change kobject attributes (same keys as add_kobject); bumps updatedAt."""
+        return self._render("kobject", self.store.update_kobject(kobject_id, **attrs))
+
     def add_conversation(
         self, customer_id: str | None = None, status: str = "open", messages: int = 1
     ) -> dict[str, Any]:
@@ -189,7 +217,7 @@ class Sandbox:
             for kind in kinds or TRUTH_KINDS:
                 single = _KIND[kind]
                 recs = self.store.records(single)
-                if single in ("conversation", "message", "note", "customer"):
+                if single in ("conversation", "message", "note", "customer", "company", "kobject"):
                     out[kind] = [self.store.render(single, r) for r in recs]
                 else:
                     out[kind] = copy.deepcopy(recs)
@@ -262,6 +290,10 @@ class Control:
         "add_note",
         "add_customer",
         "update_customer",
+        "add_company",
+        "update_company",
+        "add_kobject",
+        "update_kobject",
         "add_conversation",
         "simulate_activity",
         "advance_clock",

@@ -127,6 +127,35 @@ CUSTOMER_CUSTOM = {
     "websiteUrl": ("url", "Website"),
 }
 MESSAGE_CUSTOM: dict[str, tuple[str, str]] = {}
+COMPANY_CUSTOM = {
+    "industryStr": ("string", "Industry"),
+    "employeesNum": ("number", "Employees"),
+    "contractRenewalAt": ("date", "Contract renewal"),
+    "enterpriseBool": ("boolean", "Enterprise"),
+}
+COMPANY_WORDS = ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay", "Stark", "Wayne"]
+COMPANY_SUFFIXES = [
+    "Widgets",
+    "Logistics",
+    "Foods",
+    "Labs",
+    "Outfitters",
+    "Café ☕",
+    "GmbH",
+    "株式会社",
+]
+INDUSTRIES = ["retail", "software", "logistics", "hospitality", None]
+#: klasses (custom object types): name, display name, icon, color. Names follow the
+#: OAS examples (lower case); one has an underscore, as klass names may.
+KLASSES = [
+    ("order", "Order", "truck-delivery", "#1e88e5"),
+    ("subscription", "Subscription", "autorenew", "#8e24aa"),
+    ("return", "Return", "package-variant", "#e53935"),
+    ("shipment", "Shipment", "truck", "#00897b"),
+    ("warranty_claim", "Warranty claim", "shield-check", "#fdd835"),
+]
+CARRIERS = ["ups", "fedex", "dhl", "usps"]
+PLANS = ["starter", "pro", "enterprise"]
 
 
 def _time_span(options: SandboxOptions) -> tuple[int, int]:
@@ -210,6 +239,9 @@ class Generator:
         self.store = store
         self.options = options
         self.r = random.Random(options.seed)
+        # Companies and kobjects draw from a stream of their own, so adding them (or
+        # changing their counts) leaves every other record exactly as it was.
+        self.extra = random.Random(options.seed * 104_729 + 0xC0FFEE)
         self.start, self.end = _time_span(options)
 
     # -- small fixed lists ------------------------------------------------------
@@ -546,11 +578,180 @@ class Generator:
             self.new_conversation(
                 r, r.randrange(n_cust), created, n_msgs, self.end - MINUTE, status
             )
+        self._klasses_companies_kobjects()
         for kind, size in opts.tie_clusters:
             self._cluster(kind, int(size))
+        self._link_customers_to_companies()
+
+    # -- companies and custom objects ----------------------------------------------
+    def new_company(self, r: random.Random, created: int, updated: int) -> dict[str, Any]:
+        """Create and register a company."""
+        st = self.store
+        idx = len(st.companies)
+        word = COMPANY_WORDS[idx % len(COMPANY_WORDS)]
+        suffix = COMPANY_SUFFIXES[(idx // len(COMPANY_WORDS)) % len(COMPANY_SUFFIXES)]
+        name = f"{word} {suffix}"
+        if idx >= len(COMPANY_WORDS) * len(COMPANY_SUFFIXES):
+            name = f"{name} {idx}"
+        slug = word.lower()
+        custom: dict[str, Any] = {
+            "industryStr": r.choice(INDUSTRIES),
+            "employeesNum": r.randrange(1, 5000) if r.random() < 0.8 else None,
+            "enterpriseBool": r.random() < 0.2,
+        }
+        if r.random() < 0.5:
+            custom["contractRenewalAt"] = fmt_ms(created + r.randrange(30, 400) * DAY)
+        users = len(st.users)
+        rec: dict[str, Any] = {
+            "idx": idx,
+            "id": make_id("company", idx, created, st.salt),
+            "created": created,
+            "updated": updated,
+            "modified": updated,
+            "name": name,
+            "externalId": f"crm-{r.randrange(10**8):08d}" if r.random() < 0.6 else None,
+            "domains": [f"{slug}{idx}.example.com"] if r.random() < 0.7 else [],
+            "tags": [st.tags[r.randrange(len(st.tags))]["id"]]
+            if st.tags and r.random() < 0.2
+            else [],
+            "custom": custom,
+            "createdBy": r.randrange(users),
+            "modifiedBy": r.randrange(users),
+            "rev": 1 + r.randrange(3),
+            "imported": None,
+        }
+        st.companies.append(rec)
+        return rec
+
+    def _kobject_custom(self, r: random.Random, name: str, created: int) -> dict[str, Any]:
+        if name == "order":
+            return {
+                "orderNumberNum": 1000 + r.randrange(10**5),
+                "totalPriceNum": round(r.random() * 400, 2),
+                "orderStatusStr": r.choice(["fulfilled", "pending", "cancelled"]),
+                "orderedAt": fmt_ms(created - r.randrange(0, 3) * DAY),
+            }
+        if name == "subscription":
+            return {
+                "planStr": r.choice(PLANS),
+                "seatsNum": r.randrange(1, 50),
+                "renewsAt": fmt_ms(created + r.randrange(30, 365) * DAY),
+                "activeBool": r.random() < 0.8,
+            }
+        if name == "return":
+            return {
+                "reasonStr": r.choice(["damaged", "wrong size", "changed mind"]),
+                "refundAmountNum": round(r.random() * 120, 2),
+                "receivedBool": r.random() < 0.5,
+            }
+        if name == "shipment":
+            return {
+                "carrierStr": r.choice(CARRIERS),
+                "trackingNumberStr": f"1Z{r.randrange(10**12):012d}",
+                "shippedAt": fmt_ms(created),
+            }
+        return {
+            "productStr": r.choice(["kettle", "headphones", "backpack"]),
+            "approvedBool": r.random() < 0.6,
+            "claimAmountNum": r.randrange(10, 300),
+        }
+
+    def new_kobject(
+        self,
+        r: random.Random,
+        klass: int,
+        created: int,
+        updated: int,
+        cust: int | None,
+        company: int | None,
+    ) -> dict[str, Any]:
+        """Create and register a kobject of the ``klass``-th klass."""
+        st = self.store
+        idx = len(st.kobjects)
+        name = st.klasses[klass]["attributes"]["name"]
+        display = st.klasses[klass]["attributes"]["displayName"]
+        number = 1000 + idx
+        rec: dict[str, Any] = {
+            "idx": idx,
+            "id": make_id("kobject", idx, created, st.salt),
+            "klass": klass,
+            "cust": cust,
+            "company": company,
+            "created": created,
+            "updated": updated,
+            "modified": updated,
+            "title": f"{display} #{number}",
+            "description": f"{display} {number} for {name.replace('_', ' ')} tests",
+            "images": [],
+            "externalId": f"{name}-{number}" if r.random() < 0.7 else None,
+            "tags": [],
+            "custom": self._kobject_custom(r, name, created),
+            "rev": r.randrange(3),
+        }
+        st.kobjects.append(rec)
+        return rec
+
+    def _klasses_companies_kobjects(self) -> None:
+        opts, r, st = self.options, self.extra, self.store
+        base = self.start - 45 * DAY
+        for i in range(max(1, min(opts.klasses, len(KLASSES)))):
+            name, display, icon, color = KLASSES[i]
+            created = base + i * DAY
+            kid = make_id("klass", i, created, st.salt)
+            st.klasses.append(
+                {
+                    "type": "klass",
+                    "id": kid,
+                    "attributes": {
+                        "name": name,
+                        "displayName": display,
+                        "icon": icon,
+                        "color": color,
+                        "status": "enabled",
+                        "mixins": [],
+                        "createdAt": fmt_ms(created),
+                        "updatedAt": fmt_ms(created + DAY),
+                    },
+                    "relationships": {
+                        "org": {
+                            "links": {"self": f"/v1/orgs/{st.org_id}"},
+                            "data": {"type": "org", "id": st.org_id},
+                        },
+                        "kobjects": {"links": {"self": f"/v1/klasses/{name}"}},
+                    },
+                    "links": {"self": f"/v1/klasses/{kid}"},
+                }
+            )
+        span = self.end - self.start
+        for _ in range(max(0, opts.companies)):
+            created = self.start + int(r.random() * span * 0.97)
+            updated = created + int((self.end - created) * (r.random() ** 2))
+            self.new_company(r, created, updated)
+        for _ in range(max(0, opts.kobjects)):
+            self._random_kobject(r, self.start + int(r.random() * span * 0.97))
+
+    def _random_kobject(self, r: random.Random, created: int, updated: int | None = None) -> None:
+        st = self.store
+        if updated is None:
+            updated = created + int((self.end - created) * (r.random() ** 3))
+        cust = r.randrange(len(st.customers)) if st.customers and r.random() < 0.85 else None
+        company = r.randrange(len(st.companies)) if st.companies and r.random() < 0.3 else None
+        self.new_kobject(r, r.randrange(len(st.klasses)), created, updated, cust, company)
+
+    def _link_customers_to_companies(self) -> None:
+        r, st = self.extra, self.store
+        if not st.companies:
+            return
+        share = self.options.customers_with_company
+        for cust in st.customers:
+            cust["company"] = r.randrange(len(st.companies)) if r.random() < share else None
 
     def _cluster(self, kind: str, size: int) -> None:
-        """Many records sharing one exact timestamp (bulk resolve / import / customers)."""
+        """Many records sharing one exact timestamp (bulk resolve / import / customers,
+        companies, kobjects)."""
+        if kind in ("companies", "kobjects"):
+            self._extra_cluster(kind, size)
+            return
         r = self.r
         span = self.end - self.start
         t = self.start + int(span * (0.55 + 0.4 * r.random()))
@@ -593,3 +794,17 @@ class Generator:
                 conv["modified"] = t
         else:
             raise ValueError(f"unknown tie cluster kind {kind!r}")
+
+    def _extra_cluster(self, kind: str, size: int) -> None:
+        """A bulk import of companies (every timestamp equal) or of kobjects (one
+        updatedAt, creation times spread: the walk's second key splits them)."""
+        r = self.extra
+        span = self.end - self.start
+        t = self.start + int(span * (0.55 + 0.4 * r.random()))
+        self.store.cluster_times.append((kind, size, t))
+        for _ in range(size):
+            if kind == "companies":
+                rec = self.new_company(r, t, t)
+                rec["imported"] = t
+            else:
+                self._random_kobject(r, t - r.randrange(HOUR, 60 * DAY), updated=t)

@@ -18,6 +18,13 @@ RESOURCE_ROLES: dict[str, tuple[str, ...]] = {
     "team": ("org.user.team.read", "org.permission.team.read"),
     "shortcut": ("org.user.shortcut.read", "org.permission.shortcut.read"),
     "metadata": ("org.user.metadata.read", "org.permission.metadata.read"),
+    "company": ("org.user.company.read", "org.permission.company.read"),
+    "kobject": ("org.user.kobject.read", "org.permission.kobject.read"),
+    "brand": ("org.user.brand.read", "org.permission.brand.read"),
+    "schedule": ("org.user.schedule.read", "org.permission.schedule.read"),
+    "klass": ("org.user.klass.read", "org.permission.klass.read"),
+    "routing": ("org.user.routing.read", "org.permission.routing.read"),
+    "satisfaction": ("org.user.satisfaction.read", "org.permission.satisfaction.read"),
 }
 
 ALL_ROLES: tuple[str, ...] = tuple(role for roles in RESOURCE_ROLES.values() for role in roles)
@@ -136,6 +143,22 @@ class SandboxOptions:
 
     # --- bookkeeping -----------------------------------------------------------
     request_log_size: int = 5000
+
+    # --- companies and custom objects (data, read once) -------------------------
+    #: drawn from a random stream of their own, so these never change the records
+    #: above; tie_clusters also takes the kinds "companies" and "kobjects"
+    companies: int = 20
+    kobjects: int = 60
+    #: how many klasses (custom object types) the kobjects spread over, 1..5
+    klasses: int = 3
+    #: share of customers linked to a company (relationships.company)
+    customers_with_company: float = 0.6
+
+    # --- reference lists (data, read when first served; see reference.py) -----------
+    brands: int = 2
+    schedules: int = 2
+    queues: int = 3
+    satisfaction_surveys: int = 2
 
     def key_spec(self, key: str) -> KeySpec | None:
         """Resolve an API key (exact match, no trimming) to its spec."""

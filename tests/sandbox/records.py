@@ -21,6 +21,10 @@ KIND_CODES = {
     "team": 0x07,
     "shortcut": 0x08,
     "org": 0x09,
+    # far from the codes above, so kinds added elsewhere are unlikely to collide
+    "company": 0x21,
+    "kobject": 0x22,
+    "klass": 0x23,
 }
 CODE_KINDS = {code: kind for kind, code in KIND_CODES.items()}
 
@@ -455,13 +459,91 @@ def render_customer(store: Any, c: dict[str, Any]) -> dict[str, Any]:
     }
     if c["modified"] is not None:
         attrs["modifiedAt"] = fmt_ms(c["modified"])
+    relationships: dict[str, Any] = {
+        "org": rel("org", store.org_id, "orgs"),
+        "messages": {"links": {"self": f"/v1/customers/{c['id']}/messages"}},
+    }
+    if c.get("company") is not None:
+        # The shape an audit-log change of a customer shows (relationships.company);
+        # the customer's own attributes.company string is left out (its meaning is
+        # UNCERTAIN: a name or an id).
+        relationships["company"] = rel("company", store.companies[c["company"]]["id"], "companies")
     return {
         "type": "customer",
         "id": c["id"],
         "attributes": attrs,
+        "relationships": relationships,
+        "links": {"self": f"/v1/customers/{c['id']}"},
+    }
+
+
+def render_company(store: Any, c: dict[str, Any]) -> dict[str, Any]:
+    """Full JSON:API company resource (the OAS example of GET /v1/companies/{id})."""
+    attrs: dict[str, Any] = {
+        "name": c["name"],
+        "externalId": c["externalId"],
+        "domains": list(c["domains"]),
+        "tags": list(c["tags"]),
+        "custom": dict(c["custom"]),
+        "createdAt": fmt_ms(c["created"]),
+        "updatedAt": fmt_ms(c["updated"]),
+        "modifiedAt": fmt_ms(c["modified"]),
+        "deleted": False,
+        "rev": c["rev"],
+    }
+    if c.get("imported") is not None:
+        attrs["importedAt"] = fmt_ms(c["imported"])
+    return {
+        "type": "company",
+        "id": c["id"],
+        "attributes": attrs,
         "relationships": {
             "org": rel("org", store.org_id, "orgs"),
-            "messages": {"links": {"self": f"/v1/customers/{c['id']}/messages"}},
+            "createdBy": rel("user", store.users[c["createdBy"]]["id"], "users"),
+            "modifiedBy": rel("user", store.users[c["modifiedBy"]]["id"], "users"),
         },
-        "links": {"self": f"/v1/customers/{c['id']}"},
+        "links": {"self": f"/v1/companies/{c['id']}"},
+    }
+
+
+def klass_name(store: Any, idx: int) -> str:
+    """The name of the store's ``idx``-th klass (what kobjects and search contexts use)."""
+    return str(store.klasses[idx]["attributes"]["name"])
+
+
+def render_kobject(store: Any, k: dict[str, Any]) -> dict[str, Any]:
+    """Full JSON:API kobject resource, as the OAS examples of /v1/klasses/{name} show it.
+
+    ``type`` is ``kobject.<klass name>`` and ``relationships.klass`` points at the klass
+    by *name* under the singular key ``link``, both as in the OAS examples. Whether a
+    search result carries the same ``type`` (or plain ``kobject``) is UNCERTAIN.
+    """
+    name = klass_name(store, k["klass"])
+    attrs: dict[str, Any] = {
+        "title": k["title"],
+        "description": k["description"],
+        "icon": store.klasses[k["klass"]]["attributes"]["icon"],
+        "images": list(k["images"]),
+        "externalId": k["externalId"],
+        "tags": list(k["tags"]),
+        "custom": dict(k["custom"]),
+        "createdAt": fmt_ms(k["created"]),
+        "updatedAt": fmt_ms(k["updated"]),
+        "modifiedAt": fmt_ms(k["modified"]),
+        "rev": k["rev"],
+    }
+    relationships: dict[str, Any] = {
+        "org": rel("org", store.org_id, "orgs"),
+        "klass": {"link": {"self": f"/v1/klasses/{name}"}, "data": {"type": "klass", "id": name}},
+    }
+    if k["cust"] is not None:
+        relationships["customer"] = rel("customer", store.customers[k["cust"]]["id"], "customers")
+    if k["company"] is not None:
+        relationships["company"] = rel("company", store.companies[k["company"]]["id"], "companies")
+    return {
+        "type": f"kobject.{name}",
+        "id": k["id"],
+        "attributes": attrs,
+        "relationships": relationships,
+        "links": {"self": f"/v1/klasses/{name}/{k['id']}"},
     }

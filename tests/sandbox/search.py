@@ -42,6 +42,15 @@ class SearchError(ValueError):
     """A malformed query; the server answers 400 with this message."""
 
 
+def search_resource(context: str) -> str:
+    """The resource whose read role a search of ``context`` needs (besides search).
+
+    Every ``kobject_<klass>`` context needs the kobject role: the API's per-klass
+    roles (``org.permission.kobject.kobject_*.read``) are not modelled.
+    """
+    return "kobject" if context.startswith("kobject_") else context
+
+
 def _done_at(key: str) -> Getter:
     def get(c: dict[str, Any]) -> Any:
         block = c[key]
@@ -59,7 +68,44 @@ def build_fields(store: Store) -> dict[str, dict[str, tuple[str, Getter]]]:
     def done_by(key: str) -> Getter:
         return lambda c: None if c[key] is None else user_id(c[key]["by"])
 
+    def company_id(c: dict[str, Any]) -> str | None:
+        idx = c.get("company")
+        return None if idx is None else str(store.companies[idx]["id"])
+
+    def kobject_fields(prefix: str) -> dict[str, tuple[str, Getter]]:
+        # The standard-attribute schema lists kobject_{created,updated,imported}_at;
+        # the archive search lists ^kobject_.*_{created_at,updated_at,customer_id,
+        # company_id}$. Which names a per-klass context takes in standard search is
+        # UNCERTAIN, so a kobject_<klass> context accepts both spellings.
+        return {
+            f"{prefix}_created_at": ("dt", lambda k: k["created"]),
+            f"{prefix}_updated_at": ("dt", lambda k: k["updated"]),
+            f"{prefix}_imported_at": ("dt", lambda k: None),
+            f"{prefix}_customer_id": (
+                "str",
+                lambda k: None if k["cust"] is None else store.customers[k["cust"]]["id"],
+            ),
+            f"{prefix}_company_id": ("str", company_id),
+            f"{prefix}_id": ("str", lambda k: k["id"]),
+        }
+
+    klass_contexts = {}
+    for klass in store.klasses:
+        context = f"kobject_{klass['attributes']['name']}"
+        klass_contexts[context] = {**kobject_fields("kobject"), **kobject_fields(context)}
+
     return {
+        **klass_contexts,
+        # company_created_at/company_updated_at are in the OAS's sort list and
+        # archive-search fields, not in its standard-attribute schema (UNCERTAIN).
+        "company": {
+            "company_created_at": ("dt", lambda c: c["created"]),
+            "company_updated_at": ("dt", lambda c: c["updated"]),
+            "company_imported_at": ("dt", lambda c: c.get("imported")),
+            "company_name": ("str", lambda c: c["name"]),
+            "company_tags": ("list", lambda c: c["tags"]),
+        },
+        "kobject": kobject_fields("kobject"),
         "conversation": {
             "conversation_status": ("str", lambda c: c["status"]),
             "conversation_created_at": ("dt", lambda c: c["created"]),
@@ -87,6 +133,7 @@ def build_fields(store: Store) -> dict[str, dict[str, tuple[str, Getter]]]:
             "customer_email": ("list", lambda c: [e["email"] for e in c["emails"]]),
             "customer_locale": ("str", lambda c: c["locale"]),
             "customer_tags": ("list", lambda c: c["tags"]),
+            "customer_companyId": ("str", company_id),
         },
         "message": {
             "message_created_at": ("dt", lambda m: m.created),
@@ -116,7 +163,7 @@ _SUFFIX_TYPES = (("At", "dt"), ("Num", "num"), ("Bool", "bool"))
 
 def _custom_field(context: str, name: str) -> tuple[str, Getter] | None:
     prefix = f"{context}_custom_"
-    if context not in ("conversation", "customer") or not name.startswith(prefix):
+    if context not in ("conversation", "customer", "company") or not name.startswith(prefix):
         return None
     attr = name[len(prefix) :]
     if not attr:

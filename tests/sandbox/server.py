@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from .clock import fmt_ms
-from .data import CONVERSATION_CUSTOM, CUSTOMER_CUSTOM, MESSAGE_CUSTOM
-from .options import KeySpec
-from .search import Query, ResultCache, SearchError, build_fields
+from .data import COMPANY_CUSTOM, CONVERSATION_CUSTOM, CUSTOMER_CUSTOM, MESSAGE_CUSTOM
+from .options import RESOURCE_ROLES, KeySpec
+from .reference import kind_of_path, reference_of
+from .search import Query, ResultCache, SearchError, build_fields, search_resource
 
 if TYPE_CHECKING:
     from .app import Sandbox
@@ -212,10 +213,20 @@ def _routes() -> list[Route]:
         ("GET", "/v1/notes/{id}", "note", "api_get_note"),
         ("GET", "/v1/tags", "tag", "api_list_tags"),
         ("GET", "/v1/tags/{id}", "tag", "api_get_tag"),
-        ("GET", "/v1/users", "user", "api_list_users"),
-        ("GET", "/v1/users/{id}", "user", "api_get_user"),
-        ("GET", "/v1/teams", "team", "api_list_teams"),
-        ("GET", "/v1/shortcuts", "shortcut", "api_list_shortcuts"),
+        ("GET", "/v1/users", "user", "api_reference_list"),
+        ("GET", "/v1/users/{id}", "user", "api_reference_get"),
+        ("GET", "/v1/teams", "team", "api_reference_list"),
+        ("GET", "/v1/teams/{id}", "team", "api_reference_get"),
+        ("GET", "/v1/shortcuts", "shortcut", "api_reference_list"),
+        ("GET", "/v1/shortcuts/{id}", "shortcut", "api_reference_get"),
+        ("GET", "/v1/brands", "brand", "api_reference_list"),
+        ("GET", "/v1/brands/{id}", "brand", "api_reference_get"),
+        ("GET", "/v1/schedules", "schedule", "api_reference_list"),
+        ("GET", "/v1/schedules/{id}", "schedule", "api_reference_get"),
+        ("GET", "/v1/klasses", "klass", "api_reference_list"),
+        ("GET", "/v1/routing/queues", "routing", "api_reference_list"),
+        ("GET", "/v1/routing/queues/{id}", "routing", "api_reference_get"),
+        ("GET", "/v1/satisfaction", "satisfaction", "api_reference_list"),
         ("GET", "/v1/metadata/{id}", "metadata", "api_metadata"),
     ]
     out: list[Route] = []
@@ -475,10 +486,9 @@ class Api:
             )
         except SearchError as exc:
             raise ApiError(400, "bad_request", "Bad Request", str(exc)) from exc
-        if q.context in ("conversation", "customer", "message", "note") and not spec.allows(
-            q.context
-        ):
-            self._deny(spec, q.context)
+        resource = search_resource(q.context)
+        if resource in RESOURCE_ROLES and not spec.allows(resource):
+            self._deny(spec, resource)
         page, size = _page_params(query, opts.search_default_page_size, opts.search_max_page_size)
         if q.fields is None:
             hits: list[Any] = []
@@ -760,32 +770,30 @@ class Api:
         """GET /v1/tags/{id}."""
         return {"data": self._one("tag", match.group(1))}
 
-    def api_list_users(
+    def api_reference_list(
         self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str
     ) -> dict[str, Any]:
-        """GET /v1/users (page size up to 500)."""
-        page, size = self._list_params(query, 500)
-        return paged(path, query, self.store.users, page, size, lambda u: u, False)
+        """GET a reference list (users, teams, shortcuts, brands, schedules, klasses,
+        routing/queues, satisfaction): page/pageSize (users and teams up to 500, the
+        rest up to ``list_max_page_size``), ``links.next``; users take ``deleted`` and
+        klasses ``status`` (default ``enabled``)."""
+        kind, _ = kind_of_path(path)
+        page, size = self._list_params(query, kind.max_page_size)
+        try:
+            items = reference_of(self.sb).listing(kind.name, query)
+        except ValueError as exc:
+            raise ApiError(400, "invalid_parameter", "Bad Request", str(exc)) from exc
+        return paged(path, query, items, page, size, lambda rec: rec, False)
 
-    def api_get_user(
+    def api_reference_get(
         self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str
     ) -> dict[str, Any]:
-        """GET /v1/users/{id}."""
-        return {"data": self._one("user", match.group(1))}
-
-    def api_list_teams(
-        self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str
-    ) -> dict[str, Any]:
-        """GET /v1/teams (page size up to 500)."""
-        page, size = self._list_params(query, 500)
-        return paged(path, query, self.store.teams, page, size, lambda t: t, False)
-
-    def api_list_shortcuts(
-        self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str
-    ) -> dict[str, Any]:
-        """GET /v1/shortcuts."""
-        page, size = self._list_params(query)
-        return paged(path, query, self.store.shortcuts, page, size, lambda s: s, False)
+        """GET one record of a reference list by id (brands and schedules: or ``default``)."""
+        kind, id_ = kind_of_path(path)
+        rec = reference_of(self.sb).get(kind.name, id_ or "")
+        if rec is None:
+            raise ApiError(404, "not_found", "Not Found", f"{kind.type} {id_} not found")
+        return {"data": rec}
 
     def api_metadata(
         self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str
@@ -796,6 +804,7 @@ class Api:
             "conversation": CONVERSATION_CUSTOM,
             "customer": CUSTOMER_CUSTOM,
             "message": MESSAGE_CUSTOM,
+            "company": COMPANY_CUSTOM,
         }.get(resource)
         if defs is None:
             raise ApiError(404, "not_found", "Not Found", f"no metadata for {resource}")

@@ -18,16 +18,19 @@ from .options import SandboxOptions
 from .records import (
     Msg,
     Note,
+    klass_name,
     make_id,
     parse_id,
+    render_company,
     render_conversation,
     render_customer,
+    render_kobject,
     render_message,
     render_note,
 )
 
 _NEG = -(1 << 62)
-SEARCH_KINDS = ("conversation", "customer", "message", "note")
+SEARCH_KINDS = ("conversation", "customer", "message", "note", "company", "kobject")
 
 
 class NotFoundError(KeyError):
@@ -50,6 +53,9 @@ class Store:
         self.conversations: list[dict[str, Any]] = []
         self.messages: list[Msg] = []
         self.notes: list[Note] = []
+        self.companies: list[dict[str, Any]] = []
+        self.klasses: list[dict[str, Any]] = []
+        self.kobjects: list[dict[str, Any]] = []
         self.cluster_times: list[tuple[str, int, int]] = []
         self.pending: dict[str, dict[int, list[tuple[int, Any]]]] = {k: {} for k in SEARCH_KINDS}
         self.version = 0
@@ -59,6 +65,18 @@ class Store:
         self.generating = True
         self.generator.generate()
         self.generating = False
+        # A per-klass search context (kobject_<klass name>) sees the kobjects of its
+        # klass through the same version history as the generic kobject context.
+        for i in range(len(self.klasses)):
+            self.pending[f"kobject_{klass_name(self, i)}"] = self.pending["kobject"]
+
+    def search_kind(self, context: str) -> tuple[str, int | None]:
+        """The record kind a search context reads, and the klass index it is limited to."""
+        if context.startswith("kobject_"):
+            for i in range(len(self.klasses)):
+                if context == f"kobject_{klass_name(self, i)}":
+                    return "kobject", i
+        return context, None
 
     # -- lookups ----------------------------------------------------------------
     def records(self, kind: str) -> list[Any]:
@@ -72,6 +90,9 @@ class Store:
             "user": self.users,
             "team": self.teams,
             "shortcut": self.shortcuts,
+            "company": self.companies,
+            "kobject": self.kobjects,
+            "klass": self.klasses,
         }[kind]
 
     def get(self, kind: str, id_: str) -> Any | None:
@@ -103,6 +124,10 @@ class Store:
             return render_message(self, rec)
         if kind == "note":
             return render_note(self, rec)
+        if kind == "company":
+            return render_company(self, rec)
+        if kind == "kobject" or kind.startswith("kobject_"):
+            return render_kobject(self, rec)
         return rec
 
     # -- search index view ------------------------------------------------------
@@ -124,8 +149,15 @@ class Store:
         self.pending[kind][idx].append((at, self._snap(self.records(kind)[idx])))
         self.version += 1
 
-    def search_view(self, kind: str) -> tuple[list[Any], bool]:
+    def search_view(self, context: str) -> tuple[list[Any], bool]:
         """Records the search index holds right now, and whether any are lagging."""
+        kind, klass = self.search_kind(context)
+        items, lagging = self._search_view(kind)
+        if klass is not None:
+            items = [k for k in items if k["klass"] == klass]
+        return items, lagging
+
+    def _search_view(self, kind: str) -> tuple[list[Any], bool]:
         items = self.records(kind)
         pend = self.pending[kind]
         if not pend:
@@ -354,6 +386,8 @@ class Store:
                 rec["phones"] = [dict(p) for p in value]
             elif key == "custom":
                 rec["custom"].update(value)
+            elif key == "company_id":
+                rec["company"] = self._require("company", value)["idx"] if value else None
             else:
                 raise ValueError(f"unsupported customer attribute {key!r}")
 
@@ -382,6 +416,88 @@ class Store:
             rec["modified"] = rec["updated"]
             rec["rev"] += 1
             self._changed("customer", rec["idx"], at)
+            return rec
+
+    # -- companies and kobjects ---------------------------------------------------
+    _COMPANY_FIELDS = ("name", "externalId", "domains", "tags")
+    _KOBJECT_FIELDS = ("title", "description", "externalId", "images", "tags")
+
+    @staticmethod
+    def _apply(
+        kind: str, rec: dict[str, Any], attrs: dict[str, Any], fields: tuple[str, ...]
+    ) -> None:
+        for key, value in attrs.items():
+            if key in fields:
+                rec[key] = list(value) if isinstance(value, (list, tuple)) else value
+            elif key == "custom":
+                rec["custom"].update(value)
+            else:
+                raise ValueError(f"unsupported {kind} attribute {key!r}")
+
+    def _bump(self, kind: str, rec: dict[str, Any], at: int) -> None:
+        rec["updated"] = max(at, rec["updated"])
+        rec["modified"] = rec["updated"]
+        rec["rev"] += 1
+        self._changed(kind, rec["idx"], at)
+
+    def add_company(self, at: int | None = None, **attrs: Any) -> dict[str, Any]:
+        """Create a company (generated fields, overridden by ``attrs``)."""
+        with self.lock:
+            at = self._now(at)
+            idx = len(self.companies)
+            self._track("company", idx, new=True)
+            rec = self.generator.new_company(self.rng, at, at)
+            self._apply("company", rec, attrs, self._COMPANY_FIELDS)
+            self._changed("company", idx, at)
+            return rec
+
+    def update_company(
+        self, company_id: str, at: int | None = None, **attrs: Any
+    ) -> dict[str, Any]:
+        """Change company attributes; updatedAt and modifiedAt = now."""
+        with self.lock:
+            rec = self._require("company", company_id)
+            at = self._now(at)
+            self._track("company", rec["idx"])
+            self._apply("company", rec, attrs, self._COMPANY_FIELDS)
+            self._bump("company", rec, at)
+            return rec
+
+    def add_kobject(
+        self,
+        klass: str | None = None,
+        customer_id: str | None = None,
+        company_id: str | None = None,
+        at: int | None = None,
+        **attrs: Any,
+    ) -> dict[str, Any]:
+        """Create a kobject of the klass named ``klass`` (default: the first klass)."""
+        with self.lock:
+            at = self._now(at)
+            names = [klass_name(self, i) for i in range(len(self.klasses))]
+            if klass is not None and klass not in names:
+                raise NotFoundError(f"klass {klass} not found")
+            cust = self._require("customer", customer_id)["idx"] if customer_id else None
+            company = self._require("company", company_id)["idx"] if company_id else None
+            idx = len(self.kobjects)
+            self._track("kobject", idx, new=True)
+            rec = self.generator.new_kobject(
+                self.rng, names.index(klass) if klass else 0, at, at, cust, company
+            )
+            self._apply("kobject", rec, attrs, self._KOBJECT_FIELDS)
+            self._changed("kobject", idx, at)
+            return rec
+
+    def update_kobject(
+        self, kobject_id: str, at: int | None = None, **attrs: Any
+    ) -> dict[str, Any]:
+        """Change kobject attributes; updatedAt and modifiedAt = now."""
+        with self.lock:
+            rec = self._require("kobject", kobject_id)
+            at = self._now(at)
+            self._track("kobject", rec["idx"])
+            self._apply("kobject", rec, attrs, self._KOBJECT_FIELDS)
+            self._bump("kobject", rec, at)
             return rec
 
     def add_conversation(
