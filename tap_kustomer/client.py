@@ -111,6 +111,8 @@ def resource_touched_by(request: requests.PreparedRequest | None) -> str:
         return "search:" + str(body.get("queryContext", "conversation"))
     parts = [p for p in path.split("/") if p]
     for name, resource in (
+        ("attachments", "attachment"),
+        ("events", "event"),
         ("messages", "message"),
         ("notes", "note"),
         ("tags", "tag"),

@@ -5,6 +5,9 @@ and end with ``"next": null``. The rules live here once, so the threads' lister 
 the SDK streams (through :class:`NextLinkPaginator`) stop, and fail, the same way:
 
 - no next link, a null one, or an empty page: the list is over;
+- no ``links`` at all (some per-conversation lists answer ``meta: {}`` only; whether
+  they ever link is UNCERTAIN): a full page is followed by the next page number, a
+  short page ends the list;
 - a link back to a page already read: the list would loop forever, which is API
   trouble, not the end of the list (stopping there could drop the pages not read);
 - more than :data:`MAX_PAGES` pages: a list that never ends.
@@ -53,6 +56,28 @@ def next_page(body: t.Mapping[str, t.Any]) -> PageAddress | None:
     return parts.path, dict(parse_qsl(parts.query, keep_blank_values=True))
 
 
+def numbered_next_page(
+    body: t.Mapping[str, t.Any], params: t.Mapping[str, t.Any] | None
+) -> PageAddress | None:
+    """The next page by number, for a list that sends no ``links`` at all.
+
+    Only a full page (as many items as ``pageSize`` asked for) can have a successor;
+    a body with a ``links`` object, even without ``next``, has said where it ends.
+    """
+    if not isinstance(body, t.Mapping) or "links" in body or not params:
+        return None
+    data = body.get("data")
+    try:
+        page, size = int(params["page"]), int(params["pageSize"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not isinstance(data, list) or size <= 0 or len(data) < size:
+        return None
+    following = {str(k): str(v) for k, v in params.items()}
+    following["page"] = str(page + 1)
+    return "", following
+
+
 class PageTrail:
     """The pages one list has read, so a loop or a list without end is caught.
 
@@ -73,14 +98,21 @@ class PageTrail:
         if path is not None:
             self._seen.add(_key(path, params))
 
-    def follow(self, body: t.Mapping[str, t.Any], path: str) -> PageAddress | None:
-        """The page after ``body`` (read from ``path``), or None at the end.
+    def follow(
+        self,
+        body: t.Mapping[str, t.Any],
+        path: str,
+        params: t.Mapping[str, t.Any] | None = None,
+    ) -> PageAddress | None:
+        """The page after ``body`` (read from ``path`` with ``params``), or None at the end.
 
         Raises:
             UnexpectedResponseError: the link leads back to a page already read, or
                 the list has gone on for ``max_pages`` pages.
         """
         link = next_page(body)
+        if link is None:
+            link = numbered_next_page(body, params)
         if link is None:
             return None
         target = (link[0] or path, link[1])
@@ -130,5 +162,6 @@ class NextLinkPaginator(BaseHATEOASPaginator):
         else:
             self._trail.read(None)  # an unknown address still counts toward the cap
         body = response.json()
-        target = self._trail.follow(body if isinstance(body, t.Mapping) else {}, path)
+        params = dict(parse_qsl(urlsplit(url).query)) if isinstance(url, str) else None
+        target = self._trail.follow(body if isinstance(body, t.Mapping) else {}, path, params)
         return _render(*target) if target is not None else None

@@ -38,6 +38,8 @@ STREAM_TYPES: list[type[KustomerStream]] = [
     streams.ConversationsStream,
     streams.MessagesStream,
     streams.NotesStream,
+    streams.AttachmentsStream,
+    streams.ConversationEventsStream,
     streams.CustomersStream,
     streams.TagsStream,
     streams.UsersStream,

@@ -34,6 +34,8 @@ STREAMS = (
     "conversations",
     "messages",
     "notes",
+    "attachments",
+    "conversation_events",
     "customers",
     "tags",
     "companies",
@@ -45,6 +47,8 @@ EXTRA_COLUMNS = {
     "conversations": {"resolved_at", "customer_id"},
     "messages": {"conversation_id", "customer_id"},
     "notes": {"conversation_id", "customer_id"},
+    "attachments": {"conversation_id", "message_id", "customer_id"},
+    "conversation_events": {"conversation_id", "customer_id"},
     "customers": set(),
     "tags": set(),
     "companies": set(),
@@ -56,7 +60,11 @@ RESOURCE_TYPES = {
     "messages": "message",
     "notes": "note",
     "customers": "customer",
+    "attachments": "attachment",
+    "conversation_events": "customer_event",
 }
+#: Columns of the common shape a stream does not have: attachments are never updated.
+ABSENT_COLUMNS = {"attachments": {"updated_at"}}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -149,12 +157,14 @@ def test_top_level_shape(stream: str) -> None:
     assert schema["type"] == "object"
     assert schema["additionalProperties"] is False
     assert schema["required"] == ["id"]
-    assert set(schema["properties"]) == COMMON_COLUMNS | EXTRA_COLUMNS[stream]
+    absent = ABSENT_COLUMNS.get(stream, set())
+    assert set(schema["properties"]) == (COMMON_COLUMNS - absent) | EXTRA_COLUMNS[stream]
     assert schema["properties"]["id"] == {"type": "string"}
-    assert schema["properties"]["updated_at"] == {
-        "type": ["string", "null"],
-        "format": "date-time",
-    }
+    if "updated_at" not in absent:
+        assert schema["properties"]["updated_at"] == {
+            "type": ["string", "null"],
+            "format": "date-time",
+        }
     links = schema["properties"]["links"]
     assert set(links["properties"]) >= {"self", "related"}
     assert links["additionalProperties"] is True
@@ -199,7 +209,7 @@ def test_timestamps_are_date_time(stream: str) -> None:
 def test_custom_attributes_are_open(stream: str) -> None:
     attributes = load_schema(stream)["properties"]["attributes"]
     assert attributes["additionalProperties"] is True
-    if stream == "tags" or stream in REFERENCE_STREAMS:
+    if stream in {"tags", "attachments", "conversation_events", *REFERENCE_STREAMS}:
         return
     assert attributes["properties"]["custom"] == {
         "type": ["object", "null"],
@@ -238,6 +248,8 @@ def test_relationships_shape(stream: str) -> None:
             "userMentions",
             "teamMentions",
         },
+        "attachments": {"org", "message"},
+        "conversation_events": {"org", "customer", "conversation", "createdBy", "modifiedBy"},
         "customers": {"org", "createdBy", "modifiedBy"},
         "tags": {"org", "createdBy", "modifiedBy", "deletedBy"},
         "companies": {"org", "createdBy", "modifiedBy"},
@@ -370,6 +382,7 @@ def test_sdk_conformance_of_samples_is_lossless(
         ("notes", "notes_openapi.json"),
         ("customers", "customers_openapi.json"),
         ("customers", "customers_search_sample.json"),
+        ("conversation_events", "conversation_events_openapi.json"),
     ],
 )
 def test_sample_records_validate(tap: TapKustomer, stream: str, fixture: str) -> None:
@@ -377,11 +390,34 @@ def test_sample_records_validate(tap: TapKustomer, stream: str, fixture: str) ->
     assert records
     for raw in records:
         assert raw["type"] == RESOURCE_TYPES[stream]
-        record = processed(tap, stream, raw)
+        record = processed(tap, stream, raw, {"conversation_id": "c1"})
         assert parse_timestamp(record["updated_at"]) == parse_timestamp(
             raw["attributes"]["updatedAt"]
         )
         assert_valid(tap, stream, record)
+
+
+def test_attachment_samples_get_the_id_their_list_only_links_to(tap: TapKustomer) -> None:
+    records = load_records("attachments_openapi.json")
+    assert [("id" in raw) for raw in records] == [False, False, True]
+    context = {"conversation_id": "c1", "customer_id": "u1"}
+    written = [processed(tap, "attachments", raw, context) for raw in records]
+    for raw, record in zip(records, written, strict=True):
+        assert record["id"] == raw["links"]["self"].rsplit("/", 1)[1]
+        assert record["message_id"] == raw["relationships"]["message"]["data"]["id"]
+        assert (record["conversation_id"], record["customer_id"]) == ("c1", "u1")
+        assert record["links"]["related"].startswith("https://")
+        assert "updated_at" not in record
+        assert_valid(tap, "attachments", record)
+
+
+def test_an_attachment_without_any_id_is_skipped_with_a_warning(
+    tap: TapKustomer, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw = copy.deepcopy(load_records("attachments_openapi.json")[0])
+    del raw["links"]["self"]
+    assert tap.streams["attachments"].post_process(raw, {"conversation_id": "c9"}) is None
+    assert "attachment of conversation c9" in caplog.text
 
 
 def test_message_sample_convenience_columns(tap: TapKustomer) -> None:

@@ -169,7 +169,7 @@ def test_the_bulk_read_keeps_upcoming_threads_and_reads_each_message_about_once(
     for lookahead in (0, 3):
         api = SandboxApi(dense_org)
         planner = ThreadPlanner(
-            api.request_json, api.search, want_notes=False, strategy=strategy, workers=1
+            api.request_json, api.search, kinds=(MESSAGES,), strategy=strategy, workers=1
         )
         for index, batch in enumerate(batches):
             upcoming = [c for later in batches[index + 1 : index + 1 + lookahead] for c in later]
@@ -258,7 +258,7 @@ class FakeApi:
 
 def test_a_bulk_thread_that_does_not_match_its_count_is_read_per_conversation():
     api = FakeApi()
-    planner = ThreadPlanner(api.request_json, api.search, want_notes=False, strategy="bulk")
+    planner = ThreadPlanner(api.request_json, api.search, kinds=(MESSAGES,), strategy="bulk")
     threads = planner.fetch(api.conversations)
     assert all(len(t.messages) == 3 for t in threads.values())
     assert api.lists == 1, "only the mismatched thread is fetched by itself"

@@ -5,6 +5,8 @@ reference lists.
 """
 
 from tap_kustomer.streams.conversations import (
+    AttachmentsStream,
+    ConversationEventsStream,
     ConversationsStream,
     MessagesStream,
     NotesStream,
@@ -31,9 +33,11 @@ from tap_kustomer.streams.searched import (
 )
 
 __all__ = [
+    "AttachmentsStream",
     "BrandsStream",
     "BusinessSchedulesStream",
     "CompaniesStream",
+    "ConversationEventsStream",
     "ConversationsStream",
     "CustomersStream",
     "KlassesStream",

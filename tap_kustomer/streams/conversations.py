@@ -1,4 +1,7 @@
-"""Resolved conversations, each written with its whole thread (messages and notes)."""
+"""Resolved conversations, each written with its whole thread.
+
+The thread is its messages and notes, and, when selected, its attachments and events.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from tap_kustomer.search import SearchWalk, WalkKey
 from tap_kustomer.streams.common import SCHEMAS, CustomAttributeSchema, iso, path, relationship_id
 from tap_kustomer.streams.searched import SearchedStream
 from tap_kustomer.threads import (
+    ALL_KINDS,
     LOOKAHEAD_CONVERSATIONS,
     Thread,
     ThreadPlanner,
@@ -119,12 +123,9 @@ class ConversationsStream(SearchedStream):
         """None: threads are written by this stream, batch by batch, not per record."""
         return ()
 
-    def thread_streams(self) -> tuple[ThreadStream | None, ThreadStream | None]:
-        """The messages and notes streams, if selected."""
-        found: dict[str, ThreadStream] = {
-            s.name: s for s in self.child_streams if isinstance(s, ThreadStream) and s.selected
-        }
-        return found.get("messages"), found.get("notes")
+    def thread_streams(self) -> dict[str, ThreadStream]:
+        """The selected thread streams (messages, notes, attachments, events), by name."""
+        return {s.name: s for s in self.child_streams if isinstance(s, ThreadStream) and s.selected}
 
     @override
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
@@ -144,21 +145,19 @@ class ConversationsStream(SearchedStream):
     def _sync_conversations(
         self, context: Context | None, pool: ThreadPoolExecutor, workers: int
     ) -> t.Iterator[dict[str, t.Any]]:
-        messages, notes = self.thread_streams()
+        streams = self.thread_streams()
         planner = ThreadPlanner(
             self.request_json,
             self.search,
-            want_messages=messages is not None,
-            want_notes=notes is not None,
+            kinds=[kind for kind in ALL_KINDS if kind.name in streams],
             pool=pool,
             workers=workers,
             strategy=self.thread_strategy(),
             is_not_found=lambda exc: isinstance(exc, NotFoundError),
             logger=self.logger,
         )
-        for stream in (messages, notes):
-            if stream is not None:
-                stream.start()
+        for stream in streams.values():
+            stream.start()
         walk = self.new_walk(context)
         self.logger.info(
             "Reading %s conversations with %s from %s to %s",
@@ -170,7 +169,7 @@ class ConversationsStream(SearchedStream):
         try:
             with self.progress() as progress, self.state_written_on_failure():
                 unselected = 0
-                for conversation in self._walk_with_threads(walk, planner, messages, notes):
+                for conversation in self._walk_with_threads(walk, planner, streams):
                     progress.set_total(walk.stats.first_total)
                     yield conversation
                     progress.add()
@@ -184,14 +183,14 @@ class ConversationsStream(SearchedStream):
         except PermissionDeniedError as error:
             if error.resource != "conversation" or not self.skip_if_allowed(error):
                 raise
-        for stream in (messages, notes):
-            if stream is not None:
-                stream.finish()
+        for stream in streams.values():
+            stream.finish()
         self.log_type_fixes()
         stats = planner.stats
         self.logger.info(
             "Conversations: %d search requests (%d tie groups); threads of %d conversations: "
-            "%d requests (%d bulk searches), %d threads read in bulk, %d one by one",
+            "%d requests (%d bulk searches), %d threads read in bulk, %d one by one; "
+            "list requests by kind: %s",
             walk.stats.requests,
             walk.stats.tie_groups,
             stats.conversations,
@@ -199,6 +198,7 @@ class ConversationsStream(SearchedStream):
             stats.bulk_requests,
             stats.bulk_threads,
             stats.per_conversation_threads,
+            ", ".join(f"{k} {n}" for k, n in sorted(stats.list_requests.items())) or "none",
         )
 
     def thread_strategy(self) -> str:
@@ -234,19 +234,17 @@ class ConversationsStream(SearchedStream):
         self,
         walk: SearchWalk,
         planner: ThreadPlanner,
-        messages: ThreadStream | None,
-        notes: ThreadStream | None,
+        streams: dict[str, ThreadStream],
     ) -> t.Iterator[dict[str, t.Any]]:
         # A dry run (--test) stops after a record or two: read no pages ahead of it.
         limited = self.record_limit is not None
         pages = walk.pages() if limited else read_ahead(walk.pages())
         ahead = 0 if limited else LOOKAHEAD_CONVERSATIONS
         for batch, upcoming in with_upcoming(pages, ahead):
-            for conversation, thread in self._threads(planner, batch, upcoming, messages, notes):
-                if messages is not None and planner.want_messages:
-                    messages.emit(thread.records("messages"), conversation)
-                if notes is not None and planner.want_notes:
-                    notes.emit(thread.records("notes"), conversation)
+            for conversation, thread in self._threads(planner, batch, upcoming, streams):
+                for name, stream in streams.items():
+                    if planner.reads(name):
+                        stream.emit(thread.records(name), conversation)
                 yield conversation
 
     def _threads(
@@ -254,8 +252,7 @@ class ConversationsStream(SearchedStream):
         planner: ThreadPlanner,
         page: list[dict[str, t.Any]],
         upcoming: list[dict[str, t.Any]],
-        messages: ThreadStream | None,
-        notes: ThreadStream | None,
+        streams: dict[str, ThreadStream],
     ) -> t.Iterator[tuple[dict[str, t.Any], Thread]]:
         """Threads of a page; a thread stream the key may not read is dropped if allowed."""
         done = 0
@@ -266,13 +263,10 @@ class ConversationsStream(SearchedStream):
                     done += 1
                 return
             except PermissionDeniedError as error:
-                stream = {"message": messages, "note": notes}.get(error.resource)
+                stream = next((s for s in streams.values() if error.resource in s.resources), None)
                 if stream is None or not stream.skip_if_allowed(error):
                     raise
-                if error.resource == "message":
-                    planner.want_messages = False
-                else:
-                    planner.want_notes = False
+                planner.drop(stream.name)
 
     @override
     def prepare_record(
@@ -316,7 +310,13 @@ class ThreadStream(KustomerStream):
         self.start()
         assert self._counter is not None
         for record in records:
-            processed = self.post_process(record, {"conversation_id": conversation.get("id")})
+            processed = self.post_process(
+                record,
+                {
+                    "conversation_id": conversation.get("id"),
+                    "customer_id": relationship_id(conversation, "customer"),
+                },
+            )
             if processed is not None:
                 write_record(self, processed)
                 self._counter.increment()
@@ -335,7 +335,9 @@ class ThreadStream(KustomerStream):
         row["conversation_id"] = relationship_id(row, "conversation") or (
             str(context["conversation_id"]) if context and context.get("conversation_id") else None
         )
-        row["customer_id"] = relationship_id(row, "customer")
+        row["customer_id"] = relationship_id(row, "customer") or (
+            str(context["customer_id"]) if context and context.get("customer_id") else None
+        )
         row["updated_at"] = iso(path(row, "attributes", "updatedAt"))
         return row
 
@@ -384,3 +386,59 @@ class NotesStream(ThreadStream):
     resources = ("note",)
     path = "/v1/conversations/{conversation_id}/notes"
     schema = StreamSchema(SCHEMAS)
+
+
+class AttachmentsStream(ThreadStream):
+    """Every attachment of each emitted conversation's messages.
+
+    Listed per conversation, and only where the messages name an attachment (or do
+    not say), so it is not selected by default: see the README for its cost.
+    """
+
+    name = "attachments"
+    resources = ("attachment",)
+    path = "/v1/conversations/{conversation_id}/attachments"
+    schema = StreamSchema(SCHEMAS)
+    selected_by_default = False
+
+    @override
+    def prepare_record(
+        self, row: dict[str, t.Any], context: Context | None = None
+    ) -> dict[str, t.Any] | None:
+        """Give each attachment its id (the list puts it only in ``links.self``)."""
+        row = super().prepare_record(row, context) or row
+        row.pop("updated_at", None)  # attachments have no update time
+        if not row.get("id"):
+            row["id"] = attachment_id(row)
+        row["message_id"] = relationship_id(row, "message")
+        if row.get("id"):
+            return row
+        self.logger.warning(
+            "Skipping an attachment of conversation %s: it has neither an id nor a "
+            "links.self to read one from",
+            row.get("conversation_id"),
+        )
+        return None
+
+
+def attachment_id(row: dict[str, t.Any]) -> str | None:
+    """The id at the end of ``links.self`` (``/v1/messages/{m}/attachments/{id}``)."""
+    own = path(row, "links", "self")
+    if not isinstance(own, str) or "/attachments/" not in own:
+        return None
+    tail = own.split("?", 1)[0].rstrip("/").rsplit("/attachments/", 1)[1]
+    return tail or None
+
+
+class ConversationEventsStream(ThreadStream):
+    """Every event of each emitted conversation: who changed what, and when.
+
+    One list per conversation (at least a request each), so it is not selected by
+    default: see the README for its cost.
+    """
+
+    name = "conversation_events"
+    resources = ("event",)
+    path = "/v1/conversations/{conversation_id}/events"
+    schema = StreamSchema(SCHEMAS)
+    selected_by_default = False

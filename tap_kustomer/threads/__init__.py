@@ -2,6 +2,8 @@
 
 A conversation is emitted with every message and note it has, every time it is
 emitted, so a conversation reopened by a reply and resolved again carries the reply.
+Its attachments and events, when selected, come the same way, always per conversation
+(search cannot find them); attachments only where the messages name some.
 
 Two ways to read the threads of a batch of conversations, chosen by cost:
 
@@ -18,7 +20,7 @@ any other thread is listed per conversation, so the output is always exactly the
 whole thread.
 """
 
-from tap_kustomer.threads.kinds import MESSAGES, NOTES
+from tap_kustomer.threads.kinds import ALL_KINDS, ATTACHMENTS, EVENTS, MESSAGES, NOTES, ThreadKind
 from tap_kustomer.threads.lookahead import (
     LOOKAHEAD_CONVERSATIONS,
     planning_view,
@@ -28,10 +30,14 @@ from tap_kustomer.threads.lookahead import (
 from tap_kustomer.threads.planner import Thread, ThreadPlanner, ThreadStats
 
 __all__ = [
+    "ALL_KINDS",
+    "ATTACHMENTS",
+    "EVENTS",
     "LOOKAHEAD_CONVERSATIONS",
     "MESSAGES",
     "NOTES",
     "Thread",
+    "ThreadKind",
     "ThreadPlanner",
     "ThreadStats",
     "planning_view",

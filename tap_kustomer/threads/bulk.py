@@ -90,7 +90,11 @@ class BulkReader:
 
     def __init__(self, kind: ThreadKind, search: SearchFunction, *, strategy: str = "auto") -> None:
         """Read ``kind`` through ``search``; ``auto`` reads in bulk only when it pays."""
+        if kind.query_context is None:
+            msg = f"{kind.name} cannot be searched, only listed per conversation"
+            raise ValueError(msg)
         self.kind = kind
+        self.context: str = kind.query_context
         self.search = search
         self.strategy = strategy
         self.coverage = Coverage()
@@ -198,11 +202,11 @@ class BulkReader:
         """
         walk = SearchWalk(
             search=self.search,
-            query_context=self.kind.query_context,
+            query_context=self.context,
             criteria=[],
             keys=[
-                WalkKey(f"{self.kind.query_context}_created_at", ("createdAt",)),
-                WalkKey(f"{self.kind.query_context}_updated_at", ("updatedAt",)),
+                WalkKey(f"{self.context}_created_at", ("createdAt",)),
+                WalkKey(f"{self.context}_updated_at", ("updatedAt",)),
             ],
             lower=start,
             upper=end,

@@ -1,4 +1,4 @@
-"""What a thread is made of: messages and notes, and how to read their counts.
+"""What a thread is made of: messages, notes, attachments, events; how to count them.
 
 Shared by the cost model, the bulk reader, the lister and the planner, so every
 part agrees on where a conversation keeps its counts and lifetime.
@@ -6,6 +6,7 @@ part agrees on where a conversation keeps its counts and lifetime.
 
 from __future__ import annotations
 
+import json
 import typing as t
 from dataclasses import dataclass
 
@@ -19,16 +20,25 @@ LIFETIME_ATTRIBUTES = ("createdAt", "updatedAt", "lastMessageAt", "lastActivityA
 
 @dataclass(frozen=True)
 class ThreadKind:
-    """Messages or notes: where to list them, how to search them, how to count them."""
+    """One kind of a conversation's items: where to list them, search them, count them.
+
+    ``query_context`` None: search cannot find them, so they are only ever listed per
+    conversation; ``count_attribute`` None: the conversation does not say how many.
+    """
 
     name: str
     list_suffix: str
-    query_context: str
-    count_attribute: str
+    query_context: str | None = None
+    count_attribute: str | None = None
 
 
 MESSAGES = ThreadKind("messages", "messages", "message", "messageCount")
 NOTES = ThreadKind("notes", "notes", "note", "noteCount")
+ATTACHMENTS = ThreadKind("attachments", "attachments")
+EVENTS = ThreadKind("conversation_events", "events")
+#: Every kind, in the order a thread is read: attachments after messages, which
+#: tell whether there are any.
+ALL_KINDS = (MESSAGES, NOTES, ATTACHMENTS, EVENTS)
 
 
 def conversation_id(conversation: Conversation) -> str:
@@ -38,6 +48,8 @@ def conversation_id(conversation: Conversation) -> str:
 
 def count_of(conversation: Conversation, kind: ThreadKind) -> int | None:
     """The conversation's own count of ``kind`` items; None when absent or unusable."""
+    if kind.count_attribute is None:
+        return None
     value = (conversation.get("attributes") or {}).get(kind.count_attribute)
     return value if isinstance(value, int) and value >= 0 else None
 
@@ -57,3 +69,33 @@ def conversation_of(item: t.Mapping[str, t.Any]) -> str | None:
 def created_of(item: t.Mapping[str, t.Any]) -> str:
     """The item's creation time as text: held items sort by it, as they were written."""
     return str((item.get("attributes") or {}).get("createdAt") or "")
+
+
+def item_key(item: t.Mapping[str, t.Any]) -> str:
+    """What tells one listed item from another: its id, else its ``links.self``.
+
+    Attachment lists give no top-level id; their ``links.self`` ends with it.
+    """
+    if item.get("id"):
+        return str(item["id"])
+    links = item.get("links")
+    own = links.get("self") if isinstance(links, t.Mapping) else None
+    return str(own) if own else json.dumps(item, sort_keys=True, default=str)
+
+
+def attachments_said(messages: t.Iterable[t.Mapping[str, t.Any] | str]) -> bool | None:
+    """Whether a thread's messages have attachments: False only if every one says none.
+
+    Each message names its attachments in ``relationships.attachments.data``; a message
+    without that relationship leaves the answer unknown (None), since whether the API
+    always includes it is UNCERTAIN.
+    """
+    for message in messages:
+        parsed = json.loads(message) if isinstance(message, str) else message
+        relationship = (parsed.get("relationships") or {}).get("attachments")
+        data = relationship.get("data") if isinstance(relationship, t.Mapping) else None
+        if not isinstance(data, list):
+            return None
+        if data:
+            return True
+    return False

@@ -1,9 +1,9 @@
-"""The lister: one conversation's messages or notes, straight from its own list.
+"""The lister: one conversation's items of one kind, straight from its own list.
 
-``GET /v1/conversations/{id}/messages`` (or ``/notes``), 100 a page, following
-``links.next`` by the rules of :mod:`tap_kustomer.pagination`. One request per short
-thread: the cheap way for a handful of conversations, and the exact one for any
-thread the bulk read could not complete.
+``GET /v1/conversations/{id}/messages`` (``/notes``, ``/attachments``, ``/events``),
+100 a page, following ``links.next`` by the rules of :mod:`tap_kustomer.pagination`.
+One request per short thread: the cheap way for a handful of conversations, and the
+exact one for any thread the bulk read could not complete.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import typing as t
 from tap_kustomer.errors import UnexpectedResponseError
 from tap_kustomer.pagination import MAX_PAGES, PageTrail
 from tap_kustomer.threads.cost import THREAD_PAGE_SIZE
-from tap_kustomer.threads.kinds import ThreadKind
+from tap_kustomer.threads.kinds import ThreadKind, item_key
 
 RequestJson = t.Callable[..., t.Mapping[str, t.Any]]
 """``request_json(method, path, params=...)`` of a Kustomer stream: the parsed body."""
@@ -61,10 +61,10 @@ class ThreadLister:
                 msg = f"Kustomer's answer to GET {path} has no 'data' list"
                 raise UnexpectedResponseError(msg)
             for item in data:
-                if isinstance(item, dict) and str(item.get("id")) not in seen_ids:
-                    seen_ids.add(str(item.get("id")))
+                if isinstance(item, dict) and item_key(item) not in seen_ids:
+                    seen_ids.add(item_key(item))
                     items.append(item)
-            following = trail.follow(body, target)
+            following = trail.follow(body, target, params)
             if following is None:
                 return items
             target, params = following[0], dict(following[1])

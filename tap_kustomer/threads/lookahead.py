@@ -33,7 +33,7 @@ def planning_view(conversation: Conversation) -> dict[str, t.Any]:
     attributes = conversation.get("attributes") or {}
     view = {name: attributes[name] for name in LIFETIME_ATTRIBUTES if name in attributes}
     for kind in (MESSAGES, NOTES):
-        if kind.count_attribute in attributes:
+        if kind.count_attribute is not None and kind.count_attribute in attributes:
             view[kind.count_attribute] = attributes[kind.count_attribute]
     last_done = attributes.get("lastDone")
     if isinstance(last_done, dict):

@@ -1,5 +1,7 @@
 """The planner: the whole thread of each conversation of a batch, by the cheaper way.
 
+A thread is every message and note, and, when selected, every attachment and event.
+
 It composes the parts: per kind, the :class:`~tap_kustomer.threads.bulk.BulkReader`
 completes what its search can (priced by :mod:`~tap_kustomer.threads.cost`), and the
 :class:`~tap_kustomer.threads.lister.ThreadLister` lists every thread left over, a
@@ -18,10 +20,13 @@ from dataclasses import dataclass, field
 
 from tap_kustomer.threads.bulk import BulkReader
 from tap_kustomer.threads.kinds import (
+    ALL_KINDS,
+    ATTACHMENTS,
     MESSAGES,
     NOTES,
     Conversation,
     ThreadKind,
+    attachments_said,
     conversation_id,
     count_of,
     needing,
@@ -42,7 +47,7 @@ PER_CONVERSATION_CHUNK = 50
 
 @dataclass
 class Thread:
-    """Everything said in one conversation.
+    """Everything said and done in one conversation.
 
     Items read in bulk wait as compact JSON text (a fifth of the memory of parsed
     objects) until their conversation is written; :meth:`records` parses them.
@@ -50,9 +55,11 @@ class Thread:
 
     messages: list[dict[str, t.Any] | str] = field(default_factory=list)
     notes: list[dict[str, t.Any] | str] = field(default_factory=list)
+    attachments: list[dict[str, t.Any] | str] = field(default_factory=list)
+    conversation_events: list[dict[str, t.Any] | str] = field(default_factory=list)
 
     def records(self, kind: str) -> t.Iterator[dict[str, t.Any]]:
-        """The thread's messages or notes, as records."""
+        """The thread's items of one kind (its name, e.g. ``messages``), as records."""
         items: list[dict[str, t.Any] | str] = getattr(self, kind)
         for item in items:
             yield json.loads(item) if isinstance(item, str) else item
@@ -69,6 +76,10 @@ class ThreadStats:
     per_conversation_threads: int = 0
     skipped_empty: int = 0
     gone: int = 0
+    #: List requests per kind (``messages``, ``attachments``, ...): what each kind costs.
+    list_requests: dict[str, int] = field(default_factory=dict)
+    #: Attachment lists not requested because the messages named no attachment.
+    skipped_no_attachments: int = 0
 
 
 def _never(exc: Exception) -> bool:
@@ -78,11 +89,13 @@ def _never(exc: Exception) -> bool:
 class ThreadPlanner:
     """Fetch the whole threads of batches of conversations, by the cheaper plan.
 
-    ``want_messages``/``want_notes`` may be switched off between batches (a key that
-    lacks a role). With a ``pool`` and ``workers`` > 1, the two kinds' bulk reads run
-    side by side and up to ``workers`` lists at a time, so the caller sizes the pool
-    ``workers + 2``; without a pool everything runs in the caller's thread. Tasks
-    never submit tasks, so a smaller pool only slows the work, never deadlocks it.
+    ``kinds`` are what each thread is read for; one may be dropped between batches
+    (a key that lacks a role). Messages and notes can be read in bulk; attachments and
+    events only per conversation, attachments only where the messages name some. With
+    a ``pool`` and ``workers`` > 1, the bulk reads run side by side and up to
+    ``workers`` lists at a time, so the caller sizes the pool ``workers + 2``; without
+    a pool everything runs in the caller's thread. Tasks never submit tasks, so a
+    smaller pool only slows the work, never deadlocks it.
     """
 
     def __init__(
@@ -90,8 +103,7 @@ class ThreadPlanner:
         request_json: RequestJson,
         search: SearchFunction | None = None,
         *,
-        want_messages: bool = True,
-        want_notes: bool = True,
+        kinds: t.Sequence[ThreadKind] = (MESSAGES, NOTES),
         pool: Executor | None = None,
         workers: int = 1,
         strategy: str = "auto",
@@ -104,8 +116,7 @@ class ThreadPlanner:
             raise ValueError(msg)
         self.request_json = request_json
         self.search = search
-        self.want_messages = want_messages
-        self.want_notes = want_notes
+        self.wanted = {kind.name for kind in kinds}
         self.pool = pool
         self.workers = max(1, workers)
         self.strategy = strategy if search is not None else "per_conversation"
@@ -113,19 +124,28 @@ class ThreadPlanner:
         self.logger = logger or logging.getLogger(__name__)
         self.stats = ThreadStats()
         self._lock = threading.Lock()
-        self._lister = ThreadLister(self._counted_request)
+        self._listers = {
+            kind.list_suffix: ThreadLister(self._counted_request(kind.name)) for kind in ALL_KINDS
+        }
         self._readers: dict[str, BulkReader] = {}
         if self.strategy != "per_conversation":
-            for kind in (MESSAGES, NOTES):
-                self._readers[kind.name] = BulkReader(
-                    kind, self._counted_search, strategy=self.strategy
-                )
+            for kind in ALL_KINDS:
+                if kind.query_context is not None:
+                    self._readers[kind.name] = BulkReader(
+                        kind, self._counted_search, strategy=self.strategy
+                    )
 
     def kinds(self) -> list[ThreadKind]:
-        """What this run reads of each thread."""
-        return [
-            k for k, wanted in ((MESSAGES, self.want_messages), (NOTES, self.want_notes)) if wanted
-        ]
+        """What this run reads of each thread, in reading order."""
+        return [kind for kind in ALL_KINDS if kind.name in self.wanted]
+
+    def reads(self, kind_name: str) -> bool:
+        """Whether threads are still read for this kind."""
+        return kind_name in self.wanted
+
+    def drop(self, kind_name: str) -> None:
+        """Stop reading one kind (its stream may not be read with this key)."""
+        self.wanted.discard(kind_name)
 
     def fetch(self, conversations: t.Sequence[Conversation]) -> dict[str, Thread]:
         """The whole thread of every conversation in the batch, keyed by conversation id."""
@@ -146,16 +166,21 @@ class ThreadPlanner:
         threads = {conversation_id(c): Thread() for c in conversations}
         self.stats.conversations += len(conversations)
         kinds = self.kinds()
-        side_by_side = len(kinds) > 1 and bool(self._readers) and self.workers > 1
+        searched = [kind for kind in kinds if kind.name in self._readers]
+        side_by_side = len(searched) > 1 and self.workers > 1
         plans = self._run(
             lambda kind: self._plan(kind, conversations, upcoming),
             kinds,
-            limit=len(kinds) if side_by_side else 1,
+            limit=len(searched) if side_by_side else 1,
         )
         pending: dict[str, list[ThreadKind]] = {}
+        # Attachments are listed once the messages are known (they may name none).
+        known_messages: set[str] = set() if self.reads(MESSAGES.name) else set(threads)
         for kind, (accepted, leftover) in zip(kinds, plans, strict=True):
             for cid, items in accepted.items():
                 setattr(threads[cid], kind.name, items)
+                if kind is MESSAGES:
+                    known_messages.add(cid)
             for cid in leftover:
                 pending.setdefault(cid, []).append(kind)
         for offset in range(0, len(conversations), PER_CONVERSATION_CHUNK):
@@ -164,10 +189,28 @@ class ThreadPlanner:
                 (conversation_id(c), kind)
                 for c in chunk
                 for kind in pending.get(conversation_id(c), [])
+                if kind is not ATTACHMENTS or conversation_id(c) in known_messages
             ]
-            self._list_each(jobs, threads)
+            self._list_each(jobs, threads, pending)
+            later = [
+                (conversation_id(c), ATTACHMENTS)
+                for c in chunk
+                if ATTACHMENTS in pending.get(conversation_id(c), [])
+                and conversation_id(c) not in known_messages
+            ]
+            self._list_each(later, threads, pending)
             for conversation in chunk:
+                pending.pop(conversation_id(conversation), None)
                 yield conversation, threads.pop(conversation_id(conversation))
+
+    def _needs_attachments(self, thread: Thread) -> bool:
+        """Whether a conversation's attachments must be listed, given its messages.
+
+        Without messages read, or with messages that do not say, the list is asked.
+        """
+        if not self.reads(MESSAGES.name):
+            return True
+        return attachments_said(thread.messages) is not False
 
     def _plan(
         self,
@@ -175,11 +218,15 @@ class ThreadPlanner:
         conversations: t.Sequence[Conversation],
         upcoming: t.Sequence[Conversation],
     ) -> tuple[dict[str, list[str]], list[str]]:
-        """The threads of ``kind`` read in bulk, and the conversations left to list."""
-        skipped = sum(1 for c in conversations if count_of(c, kind) == 0)
+        """The threads of ``kind`` read in bulk, and the conversations left to list.
+
+        A conversation without messages has no attachments either.
+        """
+        counted = MESSAGES if kind is ATTACHMENTS else kind
+        skipped = sum(1 for c in conversations if count_of(c, counted) == 0)
         with self._lock:
             self.stats.skipped_empty += skipped
-        needed = needing(conversations, kind)
+        needed = needing(conversations, counted)
         reader = self._readers.get(kind.name)
         if reader is None or not needed:
             return {}, list(needed)
@@ -188,8 +235,18 @@ class ThreadPlanner:
             self.stats.bulk_threads += len(result.accepted)
         return result.accepted, result.leftover
 
-    def _list_each(self, jobs: list[tuple[str, ThreadKind]], threads: dict[str, Thread]) -> None:
-        """List the threads of ``jobs`` and put them in ``threads``; gone ones emptied."""
+    def _list_each(
+        self,
+        jobs: list[tuple[str, ThreadKind]],
+        threads: dict[str, Thread],
+        pending: dict[str, list[ThreadKind]],
+    ) -> None:
+        """List the threads of ``jobs`` and put them in ``threads``; gone ones emptied.
+
+        An attachments job whose conversation's messages name no attachment is dropped
+        before it costs a request.
+        """
+        jobs = [job for job in jobs if self._still_needed(job, threads)]
         results = self._run(self._list_one, jobs, limit=self.workers)
         gone = set()
         for (cid, kind), items in zip(jobs, results, strict=True):
@@ -200,18 +257,26 @@ class ThreadPlanner:
             self.stats.per_conversation_threads += 1
         for cid in gone:
             threads[cid] = Thread()
+            pending.pop(cid, None)
             self.stats.gone += 1
             self.logger.warning(
                 "Conversation %s was deleted before its thread could be read; "
-                "emitting it without messages and notes",
+                "emitting it without its thread",
                 cid,
             )
+
+    def _still_needed(self, job: tuple[str, ThreadKind], threads: dict[str, Thread]) -> bool:
+        cid, kind = job
+        if kind is not ATTACHMENTS or self._needs_attachments(threads[cid]):
+            return True
+        self.stats.skipped_no_attachments += 1
+        return False
 
     def _list_one(self, job: tuple[str, ThreadKind]) -> list[dict[str, t.Any]] | None:
         """One thread from its own list; None if its conversation no longer exists."""
         cid, kind = job
         try:
-            return self._lister.thread(cid, kind)
+            return self._listers[kind.list_suffix].thread(cid, kind)
         except Exception as exc:
             if self.is_not_found(exc):
                 return None
@@ -246,13 +311,19 @@ class ThreadPlanner:
             raise errors[min(errors)]
         return [results[index] for index in range(len(items))]
 
-    def _counted_request(
-        self, method: str, path: str, params: t.Mapping[str, t.Any] | None = None
-    ) -> t.Mapping[str, t.Any]:
-        body = self.request_json(method, path, params=params)
-        with self._lock:
-            self.stats.requests += 1
-        return body
+    def _counted_request(self, kind_name: str) -> RequestJson:
+        """``request_json`` counting each request, in total and for ``kind_name``."""
+
+        def request(
+            method: str, path: str, params: t.Mapping[str, t.Any] | None = None
+        ) -> t.Mapping[str, t.Any]:
+            body = self.request_json(method, path, params=params)
+            with self._lock:
+                self.stats.requests += 1
+                self.stats.list_requests[kind_name] = self.stats.list_requests.get(kind_name, 0) + 1
+            return body
+
+        return request
 
     def _counted_search(self, body: dict[str, t.Any], page: int, size: int) -> dict[str, t.Any]:
         assert self.search is not None
