@@ -1133,3 +1133,345 @@ def test_search_headers_org_convention_and_429_without_limit(with_limit):
         box.options.search_headers = "search"
         box.api.search_window.start -= 61  # a minute passed for searches
         assert search(box, {"queryContext": "customer"}).headers["x-ratelimit-limit"] == "2"
+
+
+# --- attachments and conversation events ------------------------------------------------------
+
+
+def _without_related(rec: dict) -> dict:
+    """An attachment without links.related (presigned at request time, so it moves)."""
+    return {**rec, "links": {"self": rec["links"]["self"]}}
+
+
+def _pages(box: Sandbox, path: str, page_size: int, key: str = KEY, **params: object) -> list:
+    """Every item of a child list, by page number until a short page (works without links)."""
+    items, page = [], 1
+    while True:
+        r = get(box, path, key=key, page=page, pageSize=page_size, **params)
+        assert r.status_code == 200, r.text
+        data = r.json()
+        assert data["meta"] == {}
+        items += data["data"]
+        if len(data["data"]) < page_size:
+            return items
+        page += 1
+
+
+@pytest.fixture(scope="module")
+def kids():
+    """A small read-only org where half the messages carry attachments."""
+    box = make(
+        conversations=60,
+        attachment_share=0.5,
+        org_rpm=100_000,
+        extra_keys={
+            "noatt": KeySpec.without("attachment"),
+            "noatt401": KeySpec.without("attachment", denial_status=401),
+            "noevent": KeySpec.without("event"),
+        },
+    )
+    box.start()
+    yield box
+    box.stop()
+
+
+def test_attachments_are_deterministic_and_referenced_by_messages():
+    a, b = make(conversations=40), make(conversations=40)
+    assert a.attachment_count() == b.attachment_count() > 0
+    ta = a.truth(["messages", "attachments"])
+    tb = b.truth(["messages", "attachments"])
+    assert ta["messages"] == tb["messages"]
+    assert [x["id"] for x in ta["attachments"]] == [x["id"] for x in tb["attachments"]]
+    assert len(ta["attachments"]) == a.attachment_count()
+    # ~15% of messages have 1-3 each
+    refs = [m["relationships"]["attachments"]["data"] for m in ta["messages"]]
+    with_files = [r for r in refs if r]
+    assert 0.05 < len(with_files) / len(refs) < 0.3
+    assert {len(r) for r in with_files} <= {1, 2, 3}
+    assert sum(len(r) for r in refs) == a.attachment_count()
+    by_id = {x["id"]: x for x in ta["attachments"]}
+    for m, r in zip(ta["messages"], refs, strict=True):
+        for ref in r:
+            att = by_id[ref["id"]]
+            assert ref["type"] == "attachment"
+            assert len(att["id"]) == 24
+            assert att["relationships"]["message"]["data"]["id"] == m["id"]
+            assert att["links"]["self"] == f"/v1/messages/{m['id']}/attachments/{att['id']}"
+    # the option changes nothing but attachments: same messages, same order
+    none = make(conversations=40, attachment_share=0.0)
+    assert none.attachment_count() == 0
+    tn = none.truth(["messages", "conversations", "notes"])
+    assert [m["id"] for m in tn["messages"]] == [m["id"] for m in ta["messages"]]
+    assert all(m["relationships"]["attachments"] == {"data": []} for m in tn["messages"])
+    assert tn["conversations"] == a.truth(["conversations"])["conversations"]
+    a.options.message_attachment_refs = False
+    assert all("attachments" not in m["relationships"] for m in a.truth(["messages"])["messages"])
+
+
+def test_attachment_list_paging_and_single_item(kids):
+    conv = max(kids.store.conversations, key=lambda c: (len(kids.attachment_ids(c["id"])), c["id"]))
+    cid = conv["id"]
+    want = kids.attachment_ids(cid)
+    assert len(want) >= 5
+    path = f"/v1/conversations/{cid}/attachments"
+    first = get(kids, path, pageSize=2).json()
+    assert first["meta"] == {}
+    assert first["links"]["self"] == f"{path}?page=1&pageSize=2"
+    assert first["links"]["next"] == f"{path}?page=2&pageSize=2"
+    assert first["links"]["prev"] is None
+    items, page = [], 1
+    while True:
+        data = get(kids, path, page=page, pageSize=2).json()
+        items += data["data"]
+        if data["links"]["next"] is None:
+            break
+        page += 1
+    assert page == math.ceil(len(want) / 2)
+    assert all("id" not in item for item in items)  # as Kustomer's list example
+    ids = [item["links"]["self"].rsplit("/", 1)[1] for item in items]
+    assert ids == want
+    # messages list order, and every message's refs point at the listed ones
+    msgs = get(kids, f"/v1/conversations/{cid}/messages").json()["data"]
+    refs = [r["id"] for m in msgs for r in m["relationships"]["attachments"]["data"]]
+    assert refs == want
+    for item in items:
+        assert item["type"] == "attachment"
+        assert set(item["attributes"]) == {"name", "contentType", "contentLength", "redacted"}
+        assert set(item["relationships"]) == {"org", "message"}
+        related = item["links"]["related"]
+        assert related.startswith("https://")
+        assert "X-Amz-Expires=600" in related
+        aid = item["links"]["self"].rsplit("/", 1)[1]
+        assert f"/attachments/{kids.store.org_id}/{aid}-" in related
+        one = get(kids, item["links"]["self"]).json()["data"]
+        assert one["id"] == aid
+        assert _without_related({k: v for k, v in one.items() if k != "id"}) == _without_related(
+            item
+        )
+    # pageSize is clamped to 100 like the other per-conversation lists
+    assert len(get(kids, path, pageSize=500).json()["data"]) == len(want)
+    # single item: the message must be the attachment's own
+    mid = items[0]["relationships"]["message"]["data"]["id"]
+    other = next(m["id"] for m in msgs if m["id"] != mid)
+    aid = ids[0]
+    assert get(kids, f"/v1/messages/{other}/attachments/{aid}").status_code == 404
+    assert get(kids, f"/v1/messages/{mid}/attachments/{'0' * 24}").status_code == 404
+    assert get(kids, f"/v1/messages/{'0' * 24}/attachments/{aid}").status_code == 404
+    # a conversation without attachments lists none
+    bare = next(c for c in kids.store.conversations if not kids.attachment_ids(c["id"]))
+    empty = get(kids, f"/v1/conversations/{bare['id']}/attachments").json()
+    assert empty["data"] == []
+    assert empty["links"]["next"] is None
+
+
+def test_child_lists_without_links(kids):
+    conv = max(kids.store.conversations, key=lambda c: len(kids.attachment_ids(c["id"])))
+    cid = conv["id"]
+    kids.options.child_list_links = False
+    try:
+        r = get(kids, f"/v1/conversations/{cid}/attachments", pageSize=2).json()
+        assert set(r) == {"meta", "data"}
+        r = get(kids, f"/v1/conversations/{cid}/events", pageSize=2).json()
+        assert set(r) == {"meta", "data"}
+        atts = _pages(kids, f"/v1/conversations/{cid}/attachments", 2)
+        assert [a["links"]["self"].rsplit("/", 1)[1] for a in atts] == kids.attachment_ids(cid)
+        events = _pages(kids, f"/v1/conversations/{cid}/events", 1)
+        assert [e["id"] for e in events] == kids.event_ids(cid)
+        # other lists keep their links
+        assert "links" in get(kids, f"/v1/conversations/{cid}/messages").json()
+    finally:
+        kids.options.child_list_links = True
+
+
+def test_child_lists_role_gates_and_unknown_conversations(kids):
+    cid = max(kids.store.conversations, key=lambda c: len(kids.attachment_ids(c["id"])))["id"]
+    att = get(kids, f"/v1/conversations/{cid}/attachments").json()["data"][0]["links"]["self"]
+    for path in (f"/v1/conversations/{cid}/attachments", att):
+        r = get(kids, path, key="noatt")
+        assert r.status_code == 403
+        assert "org.user.attachment.read" in r.json()["errors"][0]["detail"]
+        assert get(kids, path, key="noatt401").status_code == 401
+        assert get(kids, path, key="noevent").status_code == 200
+    r = get(kids, f"/v1/conversations/{cid}/events", key="noevent")
+    assert r.status_code == 403
+    assert "org.permission.event.read" in r.json()["errors"][0]["detail"]
+    assert get(kids, f"/v1/conversations/{cid}/events", key="noatt").status_code == 200
+    roles = get(kids, "/v1/auth/tokens/current").json()["data"]["attributes"]["roles"]
+    assert {"org.permission.attachment.read", "org.user.event.read"} <= set(roles)
+    for child in ("attachments", "events", "messages"):
+        r = get(kids, f"/v1/conversations/{'0' * 24}/{child}")
+        assert r.status_code == 404
+        assert r.json()["errors"][0]["status"] == 404
+    with pytest.raises(KeyError):
+        kids.attachment_ids("0" * 24)
+
+
+def test_events_follow_the_conversation_history(kids):
+    store = kids.store
+    for conv in store.conversations:
+        events = get(kids, f"/v1/conversations/{conv['id']}/events").json()["data"]
+        assert [e["id"] for e in events] == kids.event_ids(conv["id"])
+        names = [e["attributes"]["name"] for e in events]
+        assert names[0] == "kustomer.conversation.create"
+        assert "changes" not in events[0]["attributes"]  # as in the OAS example
+        assert set(names[1:]) <= {"kustomer.conversation.update"}
+        stamps = [e["attributes"]["createdAt"] for e in events]
+        assert stamps == sorted(stamps)
+        assert stamps[0] == fmt_ms(conv["created"])
+        status = [e["attributes"]["changes"]["attributes"].get("status") for e in events[1:]]
+        done = [s for s in status if s and s["after"] == "done"]
+        reopened = [s for s in status if s and s["before"] == "done" and s["after"] == "open"]
+        assert len(done) == conv["doneCount"]
+        assert len(reopened) == conv["reopenCount"]
+        if conv["lastDone"] is not None:
+            last_done = [
+                e for e in events[1:] if "doneCount" in e["attributes"]["changes"]["attributes"]
+            ]
+            assert last_done[-1]["attributes"]["createdAt"] == fmt_ms(conv["lastDone"]["at"])
+        for e in events:
+            assert e["type"] == "customer_event"
+            assert len(e["id"]) == 24
+            rel = e["relationships"]
+            assert rel["conversation"]["data"]["id"] == conv["id"]
+            assert rel["customer"]["data"]["id"] == store.customers[conv["cust"]]["id"]
+            assert e["attributes"]["location"] is None
+            assert e["attributes"]["meta"] is None
+    assert kids.event_count() == sum(len(kids.event_ids(c["id"])) for c in store.conversations)
+    assert len({i for c in store.conversations for i in kids.event_ids(c["id"])}) == (
+        kids.event_count()
+    )
+    cid = store.conversations[0]["id"]
+    desc = get(kids, f"/v1/conversations/{cid}/events", sort="desc").json()["data"]
+    assert [e["id"] for e in desc] == kids.event_ids(cid)[::-1]
+
+
+def test_events_grow_with_mutations(sb):
+    conv = next(
+        c
+        for c in sb.truth(["conversations"])["conversations"]
+        if c["attributes"]["status"] == "done"
+    )
+    cid = conv["id"]
+    path = f"/v1/conversations/{cid}/events"
+    before = sb.event_ids(cid)
+    total = sb.event_count()
+    sb.advance_clock(5)
+    sb.reopen(cid)
+    sb.advance_clock(5)
+    sb.resolve(cid)
+    sb.advance_clock(5)
+    tags = [t["id"] for t in sb.truth(["tags"])["tags"][:2]]
+    sb.set_tags(cid, tags)
+    sb.advance_clock(5)
+    sb.set_custom(cid, {"escalatedBool": True})
+    sb.advance_clock(5)
+    sb.add_note(cid, body="checked")
+    events = get(sb, path).json()["data"]
+    assert [e["id"] for e in events[: len(before)]] == before  # history is kept
+    new = events[len(before) :]
+    assert len(new) == 5
+    assert sb.event_count() == total + 5
+    assert [e["id"] for e in events] == sb.event_ids(cid)
+    changes = [e["attributes"]["changes"]["attributes"] for e in new]
+    assert changes[0]["status"] == {"op": "replace", "before": "done", "after": "open"}
+    assert changes[0]["reopenCount"]["after"] == conv["attributes"]["reopenCount"] + 1
+    assert changes[1]["status"] == {"op": "replace", "before": "open", "after": "done"}
+    assert changes[1]["doneCount"]["after"] == conv["attributes"]["doneCount"] + 1
+    assert changes[2]["tags"]["after"] == tags
+    assert changes[3]["custom"]["after"]["escalatedBool"] is True
+    assert changes[4]["noteCount"]["after"] == conv["attributes"]["noteCount"] + 1
+    for change in changes:
+        assert {"updatedAt", "modifiedAt"} <= set(change)
+    # a user acted on reopen/resolve/note (user 0 here), nobody named on tags/custom
+    who = [e["relationships"].get("createdBy") for e in new]
+    assert [w is not None for w in who] == [True, True, False, False, True]
+    resolved = _conv(sb, cid)
+    assert new[1]["attributes"]["createdAt"] == resolved["lastDone"]["createdAt"]
+    assert new[-1]["attributes"]["createdAt"] == resolved["updatedAt"]
+    # the same ids on a second request (ids are stable)
+    assert [e["id"] for e in get(sb, path).json()["data"]] == sb.event_ids(cid)
+    summary = sb.simulate_activity(hours=1, seed=3)
+    touched = set(summary["replied"]) | set(summary["tagged"]) | set(summary["resolved"])
+    assert touched
+    for tid in touched:
+        ids = sb.event_ids(tid)
+        assert len(ids) == len(set(ids)) >= 2
+
+
+def test_reply_that_reopens_has_its_attachments_listed(sb):
+    conv = next(
+        c
+        for c in sb.truth(["conversations"])["conversations"]
+        if c["attributes"]["status"] == "done"
+    )
+    cid = conv["id"]
+    had = sb.attachment_ids(cid)
+    total = sb.attachment_count()
+    n_events = len(sb.event_ids(cid))
+    sb.advance_clock(10)
+    msg = sb.reply(cid, body="Here are the photos 📎", attachments=2)
+    refs = [r["id"] for r in msg["relationships"]["attachments"]["data"]]
+    assert len(refs) == 2
+    assert _conv(sb, cid)["status"] == "open"
+    listed = get(sb, f"/v1/conversations/{cid}/attachments").json()["data"]
+    ids = [a["links"]["self"].rsplit("/", 1)[1] for a in listed]
+    assert ids == had + refs == sb.attachment_ids(cid)
+    assert all(a["relationships"]["message"]["data"]["id"] == msg["id"] for a in listed[-2:])
+    assert sb.attachment_count() == total + 2
+    one = get(sb, f"/v1/messages/{msg['id']}/attachments/{refs[1]}").json()["data"]
+    assert one["id"] == refs[1]
+    assert get(sb, f"/v1/messages/{msg['id']}").json()["data"] == msg
+    # the reply is one event: the customer reopened the conversation
+    events = get(sb, f"/v1/conversations/{cid}/events").json()["data"]
+    assert len(events) == n_events + 1
+    last = events[-1]
+    assert last["attributes"]["changes"]["attributes"]["status"]["after"] == "open"
+    assert last["attributes"]["changes"]["attributes"]["messageCount"]["after"] == (
+        conv["attributes"]["messageCount"] + 1
+    )
+    assert "createdBy" not in last["relationships"]
+    # without a pinned count the seed decides, the same way for the same message
+    sb.options.attachment_share = 1.0
+    other = sb.reply(cid, body="one more")
+    assert 1 <= len(other["relationships"]["attachments"]["data"]) <= 3
+    sb.options.attachment_share = 0.0
+    assert get(sb, f"/v1/messages/{other['id']}").json()["data"]["relationships"][
+        "attachments"
+    ] == {"data": []}
+    assert sb.attachment_ids(cid)[-2:] == refs  # pinned counts stay
+    with pytest.raises(ValueError):
+        sb.reply(cid, attachments=9)
+    base = sb.base_url + "/__control"
+    ctl = requests.get(base + "/attachment_ids", params={"conversation_id": cid}, timeout=5)
+    assert ctl.json() == sb.attachment_ids(cid)
+    ctl = requests.get(base + "/event_ids", params={"conversation_id": cid}, timeout=5)
+    assert ctl.json() == sb.event_ids(cid)
+    counts = requests.get(base + "/child_counts", timeout=5).json()
+    assert counts == {"attachments": sb.attachment_count(), "events": sb.event_count()}
+
+
+def test_token_path_answers_only_get(sb):
+    url = sb.base_url + "/v1/auth/tokens/current"
+    before = get(sb, "/v1/auth/tokens/current").json()
+    for method in ("DELETE", "POST", "PUT", "PATCH"):
+        r = requests.request(method, url, headers=hdr(), timeout=5)
+        assert r.status_code == 405, method
+        assert r.headers["Allow"] == "GET"
+        err = r.json()["errors"][0]
+        assert err["status"] == 405
+        assert err["code"] == "method_not_allowed"
+    assert requests.head(url, headers=hdr(), timeout=5).status_code == 405
+    assert requests.delete(url, timeout=5).status_code == 401  # the key is checked first
+    after = get(sb, "/v1/auth/tokens/current")
+    assert after.status_code == 200
+    assert after.json() == before  # nothing happened to the key
+    assert before["data"]["attributes"]["lastTokenChars"] == KEY[-2:]  # a quarter of "test-key"
+    assert sb.stats()["by_route"]["DELETE /v1/auth/tokens/current"] == {"405": 1, "401": 1}
+    sb.options.extra_keys["sk-live-7f3a9c1e5b2d4f6a8c0e"] = KeySpec()
+    tok = get(sb, "/v1/auth/tokens/current", key="sk-live-7f3a9c1e5b2d4f6a8c0e").json()
+    assert tok["data"]["attributes"]["lastTokenChars"] == "6a8c0e"  # at most 6
+    sb.options.fault_5xx_rate = 1.0
+    try:
+        assert requests.delete(url, headers=hdr(), timeout=5).status_code == 405  # never a fault
+    finally:
+        sb.options.fault_5xx_rate = 0.0

@@ -10,12 +10,16 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from . import children
 from .clock import SandboxClock, fmt_ms, ms_to_dt, parse_ts
 from .options import KeySpec, SandboxOptions
 from .server import Api, Response, SandboxServer, make_server
 from .store import NotFoundError, Store
 
 TRUTH_KINDS = ("conversations", "messages", "notes", "customers", "tags", "companies", "kobjects")
+#: kinds ``truth()`` serves only when asked by name: derived per conversation on request
+#: (costly on big orgs), and an attachment's ``links.related`` changes with the clock
+CHILD_TRUTH_KINDS = ("attachments", "events")
 _KIND = {
     "conversations": "conversation",
     "messages": "message",
@@ -123,10 +127,18 @@ class Sandbox:
             return self.store.render(kind, rec)
 
     def reply(
-        self, conversation_id: str, body: str | None = None, direction: str = "in"
+        self,
+        conversation_id: str,
+        body: str | None = None,
+        direction: str = "in",
+        attachments: int | None = None,
     ) -> dict[str, Any]:
-        """Add a message; inbound reopens a done or snoozed conversation."""
-        return self._render("message", self.store.reply(conversation_id, body, direction))
+        """Add a message; inbound reopens a done or snoozed conversation. ``attachments``
+        pins how many attachments it has (0..4; None: ``attachment_share`` decides)."""
+        return self._render(
+            "message",
+            self.store.reply(conversation_id, body, direction, attachments=attachments),
+        )
 
     def resolve(self, conversation_id: str) -> dict[str, Any]:
         """Mark done now (lastDone.createdAt = now, doneCount+1)."""
@@ -215,6 +227,9 @@ class Sandbox:
         out: dict[str, list[Any]] = {}
         with self.store.lock:
             for kind in kinds or TRUTH_KINDS:
+                if kind in CHILD_TRUTH_KINDS:
+                    out[kind] = self._child_truth(kind)
+                    continue
                 single = _KIND[kind]
                 recs = self.store.records(single)
                 if single in ("conversation", "message", "note", "customer", "company", "kobject"):
@@ -222,6 +237,39 @@ class Sandbox:
                 else:
                     out[kind] = copy.deepcopy(recs)
         return out
+
+    def _child_truth(self, kind: str) -> list[dict[str, Any]]:
+        """Every attachment (single-item form, with ``id``) or event, conversation by
+        conversation in the order their lists serve them."""
+        st = self.store
+        if kind == "attachments":
+            now = st.clock.now_ms()
+            return [
+                children.render_attachment(st, a, with_id=True, now_ms=now)
+                for conv in st.conversations
+                for a in children.conversation_attachments(st, conv)
+            ]
+        return [
+            children.render_event(st, conv, e)
+            for conv in st.conversations
+            for e in children.conversation_events(st, conv)
+        ]
+
+    def attachment_ids(self, conversation_id: str) -> list[str]:
+        """Ids ``GET /v1/conversations/{id}/attachments`` lists now, in its order."""
+        return self.store.attachment_ids(conversation_id)
+
+    def event_ids(self, conversation_id: str) -> list[str]:
+        """Ids ``GET /v1/conversations/{id}/events`` lists now (createdAt ascending)."""
+        return self.store.event_ids(conversation_id)
+
+    def attachment_count(self) -> int:
+        """How many attachments the whole org has now."""
+        return self.store.attachment_count()
+
+    def event_count(self) -> int:
+        """How many conversation events the whole org has now."""
+        return self.store.event_count()
 
     def resolved_conversation_ids(
         self, since: TimeLike = None, until: TimeLike = None
@@ -342,6 +390,12 @@ class Control:
                 }
             if name == "clusters":
                 return sb.tie_cluster_times()
+            if name == "attachment_ids":
+                return sb.attachment_ids(query["conversation_id"])
+            if name == "event_ids":
+                return sb.event_ids(query["conversation_id"])
+            if name == "child_counts":
+                return {"attachments": sb.attachment_count(), "events": sb.event_count()}
             raise KeyError(f"unknown control endpoint GET {name}")
         if method != "POST":
             raise KeyError(f"unsupported method {method}")

@@ -25,6 +25,8 @@ RESOURCE_ROLES: dict[str, tuple[str, ...]] = {
     "klass": ("org.user.klass.read", "org.permission.klass.read"),
     "routing": ("org.user.routing.read", "org.permission.routing.read"),
     "satisfaction": ("org.user.satisfaction.read", "org.permission.satisfaction.read"),
+    "attachment": ("org.user.attachment.read", "org.permission.attachment.read"),
+    "event": ("org.user.event.read", "org.permission.event.read"),
 }
 
 ALL_ROLES: tuple[str, ...] = tuple(role for roles in RESOURCE_ROLES.values() for role in roles)
@@ -140,6 +142,17 @@ class SandboxOptions:
     list_max_page_size: int = 100
     tags_include_deleted_by_default: bool = True
     multi_get_max_ids: int = 100
+
+    # --- per-conversation children (read on every request; see children.py) ----
+    #: share of messages with 1-3 attachments, decided per message from the seed (so a
+    #: message made later by a mutation is decided the same way); 0 = no attachments
+    attachment_share: float = 0.15
+    #: messages carry ``relationships.attachments.data`` (refs to their attachments);
+    #: False leaves the key out, since whether the real API sends it is UNCERTAIN
+    message_attachment_refs: bool = True
+    #: the attachments and events lists carry ``links`` (self/first/prev/next); False
+    #: drops them (UNCERTAIN upstream), so a client must page until a short page
+    child_list_links: bool = True
 
     # --- bookkeeping -----------------------------------------------------------
     request_log_size: int = 5000

@@ -21,6 +21,12 @@ KIND_CODES = {
     "team": 0x07,
     "shortcut": 0x08,
     "org": 0x09,
+    # 0x0a is the token id of /v1/auth/tokens/current (server.py)
+    "attachment": 0x0B,
+    # conversation events: "event" for the history derived from a conversation's
+    # state, "event_log" for the events mutations record (a global counter)
+    "event": 0x0C,
+    "event_log": 0x0D,
     # far from the codes above, so kinds added elsewhere are unlikely to collide
     "company": 0x21,
     "kobject": 0x22,
@@ -284,6 +290,11 @@ def render_message(store: Any, m: Msg) -> dict[str, Any]:
     if m.direction == "out":
         uid = store.users[m.user]["id"]
         relationships["createdBy"] = rel("user", uid, "users")
+    if store.options.message_attachment_refs:
+        # UNCERTAIN upstream whether messages carry this; an option can drop it
+        relationships["attachments"] = {
+            "data": [{"type": "attachment", "id": a} for a in store.message_attachment_ids(m)]
+        }
     links = {"self": f"/v1/messages/{m.id}"}
     if m.channel == "email":
         links["related"] = f"/v1/postmark/messages/{m.id}"

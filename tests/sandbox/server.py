@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from . import children
 from .clock import fmt_ms
 from .data import COMPANY_CUSTOM, CONVERSATION_CUSTOM, CUSTOMER_CUSTOM, MESSAGE_CUSTOM
 from .options import RESOURCE_ROLES, KeySpec
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from .app import Sandbox
 
 WINDOW_SECONDS = 60.0
+#: GET only: on the real API, DELETE on this path deletes the key
+TOKEN_PATH = "/v1/auth/tokens/current"
 HTML_502 = (
     b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
     b"<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n"
@@ -204,6 +207,14 @@ def _routes() -> list[Route]:
         ("GET", "/v1/conversations/{id}", "conversation", "api_get_conversations"),
         ("GET", "/v1/conversations/{id}/messages", "message", "api_conversation_messages"),
         ("GET", "/v1/conversations/{id}/notes", "note", "api_conversation_notes"),
+        (
+            "GET",
+            "/v1/conversations/{id}/attachments",
+            "attachment",
+            "api_conversation_attachments",
+        ),
+        ("GET", "/v1/conversations/{id}/events", "event", "api_conversation_events"),
+        ("GET", "/v1/messages/{mid}/attachments/{id}", "attachment", "api_get_attachment"),
         ("GET", "/v1/customers", "customer", "api_list_customers"),
         ("GET", "/v1/customers/{id}", "customer", "api_get_customer"),
         ("GET", "/v1/customers/{id}/conversations", "conversation", "api_customer_conversations"),
@@ -231,7 +242,8 @@ def _routes() -> list[Route]:
     ]
     out: list[Route] = []
     for method, template, role, name in table:
-        pattern = re.compile("^" + re.escape(template).replace(r"\{id\}", ID) + "$")
+        escaped = re.escape(template).replace(r"\{mid\}", ID).replace(r"\{id\}", ID)
+        pattern = re.compile("^" + escaped + "$")
         out.append((method, pattern, template, role, name))
     return out
 
@@ -255,6 +267,8 @@ class Api:
         self.fault_rng = random.Random(sandbox.options.seed ^ 0xFA17)
         self.fault_lock = threading.Lock()
         self.stats = Stats(sandbox.options.request_log_size)
+        # the key of the request being handled (for lastTokenChars)
+        self._local = threading.local()
 
     # -- entry point --------------------------------------------------------------
     def handle(self, method: str, raw_path: str, headers: Any, body: bytes) -> Response:
@@ -271,13 +285,23 @@ class Api:
             ),
             None,
         )
-        template = route[0] if route else "UNMATCHED"
+        template = route[0] if route else ("UNMATCHED" if path != TOKEN_PATH else TOKEN_PATH)
         is_search = template == "/v1/customers/search"
         label = f"{method} {template}"
         rl_headers: dict[str, str] = {}
         try:
             spec = self._auth(headers)
+            self._local.key = headers.get("Authorization", "").partition(" ")[2]
             rl_headers = self._rate_limit(is_search)
+            if path == TOKEN_PATH and method != "GET":
+                # never a fault, never an action: the real API deletes the key on DELETE
+                raise ApiError(
+                    405,
+                    "method_not_allowed",
+                    "Method Not Allowed",
+                    f"{method} {TOKEN_PATH} is not allowed here; only GET (the sandbox "
+                    "never deletes a key)",
+                )
             fault = self._pick_fault(template)
             if fault in ("500", "503"):
                 raise ApiError(
@@ -302,6 +326,8 @@ class Api:
             resp.fault = fault
         except ApiError as err:
             resp = Response(err.status, json.dumps(err.body()).encode())
+            if err.status == 405:
+                resp.headers["Allow"] = "GET"
             fault = str(err.status) if err.code == "server_error" else None
             if isinstance(err, _RateLimitedError):
                 rl_headers = err.headers
@@ -622,6 +648,7 @@ class Api:
                 "attributes": {
                     "name": spec.name,
                     "roles": spec.role_list(),
+                    "lastTokenChars": _key_tail(getattr(self._local, "key", "")),
                     "expiresAt": None,
                     "createdAt": user["attributes"]["createdAt"],
                 },
@@ -689,6 +716,62 @@ class Api:
             (self.store.notes[i] for i in conv["notes"]), key=lambda n: (n.created, n.id)
         )
         return paged(path, query, items, page, size, self._render("note"), False)
+
+    def _child_list(
+        self,
+        path: str,
+        query: dict[str, str],
+        items: list[Any],
+        render: Callable[[Any], dict[str, Any]],
+    ) -> dict[str, Any]:
+        """A per-conversation child list (attachments, events): ``meta: {}`` as in both
+        OAS examples; ``links`` unless ``child_list_links`` is off (UNCERTAIN upstream)."""
+        page, size = self._list_params(query)
+        out = paged(path, query, items, page, size, render, False)
+        out["meta"] = {}
+        if not self.sb.options.child_list_links:
+            del out["links"]
+        return out
+
+    def api_conversation_attachments(
+        self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str
+    ) -> dict[str, Any]:
+        """GET /v1/conversations/{id}/attachments: the attachments of its messages in the
+        messages list's order; items without a top-level ``id``, as Kustomer's example."""
+        conv = self._one("conversation", match.group(1))
+        items = children.conversation_attachments(self.store, conv)
+        now = self.store.clock.now_ms()
+        return self._child_list(
+            path,
+            query,
+            items,
+            lambda a: children.render_attachment(self.store, a, with_id=False, now_ms=now),
+        )
+
+    def api_conversation_events(
+        self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str
+    ) -> dict[str, Any]:
+        """GET /v1/conversations/{id}/events: createdAt ascending; ``sort=desc`` (or any
+        value starting with ``-``) newest first; ``name``/``changed`` filters ignored."""
+        conv = self._one("conversation", match.group(1))
+        items = children.conversation_events(self.store, conv)
+        order = query.get("sort", "")
+        if order == "desc" or order.startswith("-"):
+            items.reverse()
+        return self._child_list(
+            path, query, items, lambda e: children.render_event(self.store, conv, e)
+        )
+
+    def api_get_attachment(
+        self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str
+    ) -> dict[str, Any]:
+        """GET /v1/messages/{mid}/attachments/{id}: one attachment, with its ``id``."""
+        msg = self._one("message", match.group(1))
+        att = children.find_attachment(self.store, match.group(2))
+        if att is None or att.msg != msg.idx:
+            raise ApiError(404, "not_found", "Not Found", f"attachment {match.group(2)} not found")
+        now = self.store.clock.now_ms()
+        return {"data": children.render_attachment(self.store, att, with_id=True, now_ms=now)}
 
     # -- customers --------------------------------------------------------------------
     def api_list_customers(
@@ -837,6 +920,13 @@ class Api:
         }
 
 
+def _key_tail(key: str) -> str:
+    """The last characters of a key, as Kustomer shows them: at most 6 and at most a
+    quarter of the key, so a short test key is never echoed whole ("" below 4)."""
+    n = min(6, len(key) // 4)
+    return key[-n:] if n else ""
+
+
 def _rid(rec: Any) -> str:
     return rec["id"] if isinstance(rec, dict) else rec.id
 
@@ -887,8 +977,20 @@ class Handler(BaseHTTPRequestHandler):
         self._dispatch("PUT")
 
     def do_DELETE(self) -> None:
-        """Dispatch DELETE (only to answer 404)."""
+        """Dispatch DELETE (only to answer 404, or 405 on the token path)."""
         self._dispatch("DELETE")
+
+    def do_PATCH(self) -> None:
+        """Dispatch PATCH (only to answer 404, or 405 on the token path)."""
+        self._dispatch("PATCH")
+
+    def do_OPTIONS(self) -> None:
+        """Dispatch OPTIONS (only to answer 404, or 405 on the token path)."""
+        self._dispatch("OPTIONS")
+
+    def do_HEAD(self) -> None:
+        """Dispatch HEAD (headers only: 404, or 405 on the token path)."""
+        self._dispatch("HEAD")
 
     def _read_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
@@ -945,7 +1047,8 @@ class Handler(BaseHTTPRequestHandler):
             with contextlib.suppress(OSError):
                 self.connection.close()
             return
-        self.wfile.write(body)
+        if self.command != "HEAD":  # a HEAD answer has the headers only
+            self.wfile.write(body)
 
     def finish(self) -> None:
         """Tolerate sockets we closed on purpose."""

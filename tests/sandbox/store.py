@@ -12,6 +12,7 @@ import random
 import threading
 from typing import Any
 
+from . import children
 from .clock import SandboxClock, fmt_ms
 from .data import DAY, HOUR, MINUTE, Generator
 from .options import SandboxOptions
@@ -57,6 +58,13 @@ class Store:
         self.klasses: list[dict[str, Any]] = []
         self.kobjects: list[dict[str, Any]] = []
         self.cluster_times: list[tuple[str, int, int]] = []
+        # children.py: events of conversations a mutation changed (the others derive
+        # theirs from their state), the counter of mutation events' ids, and pinned
+        # attachment counts per message index
+        self.conv_events: dict[int, list[children.Event]] = {}
+        self.event_counter = 0
+        self.attachment_overrides: dict[int, int] = {}
+        self.attachment_seed = children.seed_key(options.seed)
         self.pending: dict[str, dict[int, list[tuple[int, Any]]]] = {k: {} for k in SEARCH_KINDS}
         self.version = 0
         self.lock = threading.RLock()
@@ -129,6 +137,34 @@ class Store:
         if kind == "kobject" or kind.startswith("kobject_"):
             return render_kobject(self, rec)
         return rec
+
+    # -- attachments and conversation events (children.py) -------------------------
+    def message_attachment_ids(self, m: Msg) -> list[str]:
+        """Ids of message ``m``'s attachments (for its ``relationships.attachments``)."""
+        return children.attachment_ids_of(self, m)
+
+    def attachment_ids(self, conversation_id: str) -> list[str]:
+        """Truth: the ids ``GET /v1/conversations/{id}/attachments`` lists now, in order."""
+        with self.lock:
+            conv = self._require("conversation", conversation_id)
+            return [a.id for a in children.conversation_attachments(self, conv)]
+
+    def event_ids(self, conversation_id: str) -> list[str]:
+        """Truth: the ids ``GET /v1/conversations/{id}/events`` lists now (createdAt
+        ascending, the default order)."""
+        with self.lock:
+            conv = self._require("conversation", conversation_id)
+            return [e.id for e in children.conversation_events(self, conv)]
+
+    def attachment_count(self) -> int:
+        """Truth: how many attachments the org's messages have in all."""
+        with self.lock:
+            return sum(children.attachment_count(self, m) for m in self.messages)
+
+    def event_count(self) -> int:
+        """Truth: how many events the org's conversations have in all."""
+        with self.lock:
+            return sum(children.event_count(self, c) for c in self.conversations)
 
     # -- search index view ------------------------------------------------------
     @staticmethod
@@ -227,13 +263,21 @@ class Store:
         direction: str = "in",
         at: int | None = None,
         channel: str | None = None,
+        attachments: int | None = None,
     ) -> Msg:
-        """Add a message; an inbound message reopens a done/snoozed conversation."""
+        """Add a message; an inbound message reopens a done/snoozed conversation.
+
+        ``attachments`` pins the message's attachment count (0..4); None lets
+        ``attachment_share`` decide, as for every generated message.
+        """
         if direction not in ("in", "out"):
             raise ValueError("direction must be 'in' or 'out'")
+        if attachments is not None and not 0 <= attachments <= children.SLOTS:
+            raise ValueError(f"attachments must be 0..{children.SLOTS}")
         with self.lock:
             conv = self._require("conversation", conversation_id)
             at = self._now(at)
+            before = children.begin_change(self, conv)
             prev = self.messages[conv["msgs"][-1]] if conv["msgs"] else None
             if prev is None:
                 dtype = f"initial-{direction}"
@@ -258,6 +302,8 @@ class Store:
                 user,
                 body if body is not None else f"Reply {idx} at {fmt_ms(at)}",
             )
+            if attachments is not None:
+                self.attachment_overrides[idx] = attachments
             self._track("message", idx, new=True)
             self.messages.append(msg)
             self._changed("message", idx, at)
@@ -269,6 +315,8 @@ class Store:
                 self._set_status(conv, "open")
             self._touch_conv(conv, at)
             self._changed("conversation", conv["idx"], at)
+            # the customer wrote an inbound message; an outbound one is its agent's
+            children.record_change(self, conv, before, at, user if direction == "out" else None)
             return msg
 
     def resolve(self, conversation_id: str, at: int | None = None, user: int = 0) -> dict[str, Any]:
@@ -276,6 +324,7 @@ class Store:
         with self.lock:
             conv = self._require("conversation", conversation_id)
             at = self._now(at)
+            before = children.begin_change(self, conv)
             self._track("conversation", conv["idx"])
             self._set_status(conv, "done")
             block = self._done_block(conv, at, user)
@@ -285,6 +334,7 @@ class Store:
             conv["doneCount"] += 1
             self._touch_conv(conv, at, user)
             self._changed("conversation", conv["idx"], at)
+            children.record_change(self, conv, before, at, user)
             return conv
 
     def reopen(self, conversation_id: str, at: int | None = None, user: int = 0) -> dict[str, Any]:
@@ -292,12 +342,14 @@ class Store:
         with self.lock:
             conv = self._require("conversation", conversation_id)
             at = self._now(at)
+            before = children.begin_change(self, conv)
             self._track("conversation", conv["idx"])
             if conv["status"] == "done":
                 conv["reopenCount"] += 1
             self._set_status(conv, "open")
             self._touch_conv(conv, at, user)
             self._changed("conversation", conv["idx"], at)
+            children.record_change(self, conv, before, at, user)
             return conv
 
     def snooze(self, conversation_id: str, until_ms: int, at: int | None = None) -> dict[str, Any]:
@@ -305,11 +357,13 @@ class Store:
         with self.lock:
             conv = self._require("conversation", conversation_id)
             at = self._now(at)
+            before = children.begin_change(self, conv)
             self._track("conversation", conv["idx"])
             self._set_status(conv, "snoozed")
             conv["snooze"] = until_ms
             self._touch_conv(conv, at)
             self._changed("conversation", conv["idx"], at)
+            children.record_change(self, conv, before, at, None)
             return conv
 
     def set_tags(
@@ -319,10 +373,12 @@ class Store:
         with self.lock:
             conv = self._require("conversation", conversation_id)
             at = self._now(at)
+            before = children.begin_change(self, conv)
             self._track("conversation", conv["idx"])
             conv["tags"] = list(dict.fromkeys(tag_ids))
             self._touch_conv(conv, at)
             self._changed("conversation", conv["idx"], at)
+            children.record_change(self, conv, before, at, None)
             return conv
 
     def set_custom(
@@ -332,10 +388,12 @@ class Store:
         with self.lock:
             conv = self._require("conversation", conversation_id)
             at = self._now(at)
+            before = children.begin_change(self, conv)
             self._track("conversation", conv["idx"])
             conv["custom"].update(attrs)
             self._touch_conv(conv, at)
             self._changed("conversation", conv["idx"], at)
+            children.record_change(self, conv, before, at, None)
             return conv
 
     def add_note(
@@ -350,6 +408,7 @@ class Store:
         with self.lock:
             conv = self._require("conversation", conversation_id)
             at = self._now(at)
+            before = children.begin_change(self, conv)
             idx = len(self.notes)
             note = Note(
                 idx,
@@ -370,6 +429,7 @@ class Store:
             conv["notes"].append(idx)
             self._touch_conv(conv, at, user)
             self._changed("conversation", conv["idx"], at)
+            children.record_change(self, conv, before, at, user)
             return note
 
     _CUSTOMER_FIELDS = ("name", "firstName", "lastName", "externalId", "locale", "tags")
