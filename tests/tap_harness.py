@@ -56,6 +56,9 @@ STREAMS = (
     "kobjects",
     *REFERENCE_STREAMS,
 )
+#: Streams a run reads only when the catalog selects them: each costs a request per
+#: emitted conversation or so.
+OPT_IN_STREAMS = ("attachments", "conversation_events")
 
 
 @dataclass

@@ -19,7 +19,7 @@ from tap_kustomer.check import (
 from tap_kustomer.tap import TapKustomer
 from tests.sandbox import KeySpec
 from tests.sandbox.options import ALL_ROLES
-from tests.tap_harness import catalog_for, closed_port, run_cli
+from tests.tap_harness import OPT_IN_STREAMS, catalog_for, closed_port, run_cli
 from tests.truth import config_for, started
 
 ERROR = "tap-kustomer: error: "
@@ -46,6 +46,8 @@ KEYS: dict[str, KeySpec] = {
     "check-key-no-search-5c1f9e0a": KeySpec.without("search"),
     "check-key-no-customer-5c1f9e0a": KeySpec.without("customer"),
     "check-key-no-conversation-5c1f9e0a": KeySpec.without("conversation"),
+    "check-key-no-attachment-5c1f9e0a": KeySpec.without("attachment"),
+    "check-key-no-event-5c1f9e0a": KeySpec.without("event"),
     "check-key-expired-5c1f9e0a": KeySpec.expired_key(),  # EXPIRED_KEY
     "check-key-legacy-5c1f9e0a": KeySpec(
         roles=frozenset(r for r in ALL_ROLES if r.startswith("org.user.")), name="legacy key"
@@ -103,6 +105,11 @@ def cells(row: str) -> list[str]:
     return re.split(r"\s{2,}", row)
 
 
+def selected_by_default(name: str) -> str:
+    """The selection column of a run without a catalog."""
+    return "no" if name in OPT_IN_STREAMS else "yes"
+
+
 def last_error(run) -> str:
     return run.stderr.strip().splitlines()[-1]
 
@@ -125,7 +132,7 @@ def test_every_role_every_stream_present(sandbox, stream_resources, tmp_path):
     table = rows(run)
     assert list(table) == list(stream_resources)
     for name, row in table.items():
-        assert cells(row)[2:] == ["present", "yes"], row
+        assert cells(row)[2:] == ["present", selected_by_default(name)], row
         needed = cells(row)[1].split(", ")
         assert len(needed) == len(stream_resources[name])
     assert cells(table["conversations"])[1] == (
@@ -179,11 +186,32 @@ def test_a_missing_role_is_named_with_its_streams(
     table = rows(run)
     for name, row in table.items():
         expected = f"MISSING {role}" if name in needing else "present"
-        assert cells(row)[2:] == [expected, "yes"], row
+        assert cells(row)[2:] == [expected, selected_by_default(name)], row
     needs = f"{role} (for {', '.join(needing)})"
     assert last_error(run) == ERROR + ADD.format(what="this role", needs=needs)
     search_note = "Note: search (org.permission.search.create) is absent."
     assert (search_note in run.raw_stdout) == (resource == "search")
+
+
+@pytest.mark.parametrize(
+    ("stream", "resource", "role"),
+    [
+        ("attachments", "attachment", "org.permission.attachment.read"),
+        ("conversation_events", "event", "org.permission.event.read"),
+    ],
+)
+def test_an_opt_in_stream_needs_its_role_only_when_selected(
+    sandbox, stream_resources, tmp_path, stream, resource, role
+):
+    run = check(sandbox, tmp_path, key=f"check-key-no-{resource}-5c1f9e0a")
+    assert run.returncode == 0, run.stderr
+    assert cells(rows(run)[stream])[2:] == [f"MISSING {role}", "no"]
+    catalog = catalog_for(config_for(sandbox), [*stream_resources])
+    run = check(sandbox, tmp_path, key=f"check-key-no-{resource}-5c1f9e0a", catalog=catalog)
+    assert run.returncode == 1
+    assert cells(rows(run)[stream])[2:] == [f"MISSING {role}", "yes"]
+    needs = f"{role} (for {stream})"
+    assert last_error(run) == ERROR + ADD.format(what="this role", needs=needs)
 
 
 def test_skip_unauthorized_streams_already_on_is_named(sandbox, tmp_path):
@@ -197,7 +225,7 @@ def test_skip_unauthorized_streams_already_on_is_named(sandbox, tmp_path):
 
 
 def test_a_deselected_stream_may_lack_its_role(sandbox, stream_resources, tmp_path):
-    selected = [name for name in stream_resources if name != "tags"]
+    selected = [name for name in stream_resources if name not in {"tags", *OPT_IN_STREAMS}]
     catalog = catalog_for(config_for(sandbox), selected)
     run = check(sandbox, tmp_path, key="check-key-no-tag-5c1f9e0a", catalog=catalog)
     assert run.returncode == 0, run.stderr

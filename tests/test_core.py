@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 from singer_sdk.testing import SuiteConfig, get_tap_test_class
 
-from tap_kustomer.tap import TapKustomer
+from tap_kustomer.tap import STREAM_TYPES, TapKustomer
 from tests.sandbox import Sandbox, SandboxOptions
-from tests.tap_harness import STREAMS, ReservedPort, run_cli
+from tests.tap_harness import OPT_IN_STREAMS, STREAMS, ReservedPort, catalog_for, run_cli
 
 API_KEY = "standard-tests-key"
 
@@ -25,9 +25,14 @@ CONFIG = {
     "index_lag_minutes": 5,
 }
 
+# Every stream selected, those not selected by default too (attachments, events): the
+# SDK's dry run forces selection only after the stream maps are built from the catalog.
+CATALOG = catalog_for(CONFIG, [stream.name for stream in STREAM_TYPES])
+
 TestTapKustomer = get_tap_test_class(
     TapKustomer,
     config=CONFIG,
+    catalog=CATALOG,
     suite_config=SuiteConfig(max_records_limit=60),
     parse_env_config=False,
 )
@@ -67,14 +72,17 @@ def test_cli_discover_lists_the_streams_with_keys(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     catalog = json.loads(run.raw_stdout)
     entries = {s["tap_stream_id"]: s for s in catalog["streams"]}
-    assert set(entries) == set(STREAMS)
+    assert set(entries) == {*STREAMS, *OPT_IN_STREAMS}
     root = {
         name: next(m["metadata"] for m in s["metadata"] if m["breadcrumb"] == [])
         for name, s in entries.items()
     }
     assert root["conversations"]["replication-key"] == "resolved_at"
     assert root["customers"]["replication-key"] == "updated_at"
-    assert all(root[name]["table-key-properties"] == ["id"] for name in STREAMS)
+    assert all(root[name]["table-key-properties"] == ["id"] for name in entries)
+    assert {name for name in entries if root[name]["selected-by-default"]} == set(STREAMS)
+    for name in OPT_IN_STREAMS:
+        assert "not selected by default" in entries[name]["schema"]["description"].lower()
     custom = entries["conversations"]["schema"]["properties"]["attributes"]["properties"]["custom"][
         "properties"
     ]
