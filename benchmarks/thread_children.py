@@ -5,9 +5,10 @@ Usage::
     python -m benchmarks.thread_children [--sizes 2000,10000] [--attachment-share 0.15]
         [--hours 4] [--seed 5]
 
-For each size one in-process sandbox org serves four backfills, with the default
-selection and with ``attachments``, ``conversation_events`` or both added, then the
-same four incremental runs after ``--hours`` of simulated activity. Requests come from
+For each size one in-process sandbox org serves six backfills: the core five streams
+("default") alone and with ``attachments``, ``conversation_events`` or both added, and
+every stream selected by default ("tap default", fifteen streams) alone and with both,
+then the same six incremental runs after ``--hours`` of simulated activity. Requests come from
 the sandbox's counters (reset before each run), by route; the ratio is the run's
 requests over the default selection's. Both children are listed per conversation
 (search cannot find them), so they are not selected by default when they would more
@@ -21,15 +22,20 @@ import sys
 import time
 import typing as t
 
+from tap_kustomer.tap import STREAM_TYPES
 from tests.tap_harness import run_tap
 from tests.truth import config_for, settle, started
 
 DEFAULT = ("conversations", "messages", "notes", "customers", "tags")
+#: Every stream selected by default (the five above, companies, kobjects, the reference lists).
+TAP_DEFAULT = tuple(stream.name for stream in STREAM_TYPES if stream.selected_by_default)
 SELECTIONS: dict[str, tuple[str, ...]] = {
     "default": DEFAULT,
     "+attachments": (*DEFAULT, "attachments"),
     "+conversation_events": (*DEFAULT, "conversation_events"),
     "+both": (*DEFAULT, "attachments", "conversation_events"),
+    "tap default": TAP_DEFAULT,
+    "tap default+both": (*TAP_DEFAULT, "attachments", "conversation_events"),
 }
 CHILD_ROUTES = {
     "attachments": "GET /v1/conversations/{id}/attachments",

