@@ -23,6 +23,7 @@ from tap_kustomer.errors import ConfigurationError, install_redactor
 from tap_kustomer.sdk_adapter import TerminationHook
 from tap_kustomer.search import parse_timestamp
 from tap_kustomer.stopping import RunStopped
+from tap_kustomer.targeted import DEFAULT_BATCH_SIZE, leave_out_unqueued_streams
 
 if t.TYPE_CHECKING:
     import click
@@ -197,6 +198,28 @@ class TapKustomer(TerminationHook, Tap):
             ),
         ),
         th.Property(
+            "webhook_queue",
+            th.StringType,
+            secret=True,
+            title="Webhook Queue",
+            description=(
+                "URL of the queue the webhook receiver writes (sqlite:///path/queue.db or "
+                "postgresql://user@host:5432/db). When set, the run is targeted: only the "
+                "queued conversations are read, with their whole threads, and no search is "
+                "made; other streams are skipped."
+            ),
+        ),
+        th.Property(
+            "webhook_batch_size",
+            th.IntegerType,
+            default=DEFAULT_BATCH_SIZE,
+            title="Webhook Batch Size",
+            description=(
+                "Conversations per GET /v1/conversations/{ids} in a targeted run; halved "
+                "automatically if Kustomer refuses a batch."
+            ),
+        ),
+        th.Property(
             "request_timeout",
             th.IntegerType,
             default=60,
@@ -266,6 +289,15 @@ class TapKustomer(TerminationHook, Tap):
         """Scrub the key from all output before anything can log it."""
         super().__init__(*args, **kwargs)
         install_redactor([str(self.config.get("api_key") or "")])
+
+    @property
+    @override
+    def streams(self) -> dict[str, Stream]:
+        """The streams; with ``webhook_queue`` set, only conversations and their threads."""
+        loaded = super().streams
+        if self.config.get("webhook_queue"):
+            leave_out_unqueued_streams(loaded.values(), self.logger)
+        return loaded
 
     @cached_property
     def run(self) -> RunResources:

@@ -108,6 +108,7 @@ def test_pending_coalesces_per_conversation_ordered_by_latest_seq(queue: EventQu
     ]
     assert pending[1].received_at == T0 + timedelta(minutes=3)  # the newest of c1's events
     assert pending[1].received_at.tzinfo is not None
+    assert pending[1].first_received_at == T0 + timedelta(minutes=1)  # and the oldest
     assert [c.conversation_id for c in queue.pending_after(0, 2)] == ["c2", "c1"]
     # After seq 2 only c1's second event and c3 remain.
     assert [(c.conversation_id, c.event_count) for c in queue.pending_after(2, 100)] == [

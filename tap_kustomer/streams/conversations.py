@@ -16,6 +16,7 @@ from tap_kustomer.errors import NotFoundError, PermissionDeniedError
 from tap_kustomer.sdk_adapter import (
     OpenCounter,
     advance_bookmark,
+    tap_of,
     write_record,
     write_schema,
     write_state,
@@ -23,6 +24,18 @@ from tap_kustomer.sdk_adapter import (
 from tap_kustomer.search import SearchWalk, WalkKey
 from tap_kustomer.streams.common import SCHEMAS, CustomAttributeSchema, iso, path, relationship_id
 from tap_kustomer.streams.searched import SearchedStream
+from tap_kustomer.targeted import (
+    DEFAULT_BATCH_SIZE,
+    QUEUE_SEQ_KEY,
+    ConversationFetcher,
+    QueueCursor,
+    TargetedStats,
+    chunk_size,
+    is_resolved,
+    resolved_since,
+    saved_seq,
+    summary,
+)
 from tap_kustomer.threads import (
     ALL_KINDS,
     LOOKAHEAD_CONVERSATIONS,
@@ -52,6 +65,8 @@ class ConversationsStream(SearchedStream):
     schema = CustomAttributeSchema(SCHEMAS)
     # Each conversation carries its thread, so a STATE every 100 is every ~1,000 records.
     STATE_MSG_FREQUENCY = 100
+    #: What the last targeted run of this stream did (None before one).
+    targeted_stats: TargetedStats | None = None
 
     # mypy does not see @override on a property that has a setter.
     @property  # type: ignore[explicit-override]
@@ -129,24 +144,37 @@ class ConversationsStream(SearchedStream):
 
     @override
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
-        """Walk the window; write each conversation's thread just before it."""
-        self.check_key_once()
-        workers = max(1, int(self.config.get("max_workers", 4)))
-        # One pool for the run: the thread fetches, plus one worker per bulk kind.
-        pool = ThreadPoolExecutor(workers + 2, thread_name_prefix="kustomer-threads")
-        finished = False
-        try:
-            yield from self._sync_conversations(context, pool, workers)
-            finished = True
-        finally:
-            # A failed or stopped run does not wait for requests still queued or in flight.
-            pool.shutdown(wait=finished, cancel_futures=not finished)
+        """Walk the window; write each conversation's thread just before it.
 
-    def _sync_conversations(
-        self, context: Context | None, pool: ThreadPoolExecutor, workers: int
-    ) -> t.Iterator[dict[str, t.Any]]:
-        streams = self.thread_streams()
-        planner = ThreadPlanner(
+        With ``webhook_queue`` set, the queued conversations are read instead, without
+        any search (see :meth:`_sync_targeted`).
+        """
+        targeted = bool(self.config.get("webhook_queue"))
+        cursor = self._open_queue(context) if targeted else None
+        try:
+            self.check_key_once()
+            workers = max(1, int(self.config.get("max_workers", 4)))
+            # One pool for the run: the thread fetches, plus one worker per bulk kind.
+            pool = ThreadPoolExecutor(workers + 2, thread_name_prefix="kustomer-threads")
+            finished = False
+            try:
+                if cursor is not None:
+                    self._sync_targeted(context, cursor, pool, workers)
+                else:
+                    yield from self._sync_conversations(context, pool, workers)
+                finished = True
+            finally:
+                # A failed or stopped run does not wait for requests still queued or in flight.
+                pool.shutdown(wait=finished, cancel_futures=not finished)
+        finally:
+            if cursor is not None:
+                cursor.close()
+
+    def _planner(
+        self, streams: dict[str, ThreadStream], pool: ThreadPoolExecutor, workers: int
+    ) -> ThreadPlanner:
+        """The thread planner for the selected thread streams."""
+        return ThreadPlanner(
             self.request_json,
             self.search,
             kinds=[kind for kind in ALL_KINDS if kind.name in streams],
@@ -156,6 +184,12 @@ class ConversationsStream(SearchedStream):
             is_not_found=lambda exc: isinstance(exc, NotFoundError),
             logger=self.logger,
         )
+
+    def _sync_conversations(
+        self, context: Context | None, pool: ThreadPoolExecutor, workers: int
+    ) -> t.Iterator[dict[str, t.Any]]:
+        streams = self.thread_streams()
+        planner = self._planner(streams, pool, workers)
         for stream in streams.values():
             stream.start()
         walk = self.new_walk(context)
@@ -201,11 +235,136 @@ class ConversationsStream(SearchedStream):
             ", ".join(f"{k} {n}" for k, n in sorted(stats.list_requests.items())) or "none",
         )
 
+    # Targeted mode: the conversations the webhook queue names, no search.
+
+    def _open_queue(self, context: Context | None) -> QueueCursor:
+        """Open the queue and delete the rows the saved state covers.
+
+        The saved seq came in this run's STATE, so the target committed every record
+        up to it and the orchestrator saved that state: those rows are done with. A
+        dry run (``--test``) deletes nothing.
+        """
+        start = saved_seq(self.get_context_state(context).get(QUEUE_SEQ_KEY))
+        cursor = QueueCursor.open(
+            str(self.config["webhook_queue"]), start, delete=self.record_limit is None
+        )
+        self.logger.info(
+            "Targeted run: reading the conversations queued in %s after seq %d (through %s); "
+            "%d queue rows up to seq %d deleted",
+            cursor.display_url,
+            start,
+            cursor.until if cursor.until is not None else "none: the queue is empty",
+            cursor.deleted,
+            start,
+        )
+        return cursor
+
+    def _sync_targeted(
+        self,
+        context: Context | None,
+        cursor: QueueCursor,
+        pool: ThreadPoolExecutor,
+        workers: int,
+    ) -> None:
+        """Write each queued conversation with its whole thread; bookmark the queue seq.
+
+        Records are written here, not yielded to the SDK: the SDK would advance the
+        ``resolved_at``/``updated_at`` bookmark from them (and reject them as unsorted,
+        since the queue is in arrival order). The queue seq is kept under its own key,
+        :data:`~tap_kustomer.targeted.QUEUE_SEQ_KEY`, so a search bookmark in the same
+        state is never moved. A STATE follows each chunk; a run killed mid-chunk reads
+        that chunk again.
+
+        ``resolved_only`` keeps only conversations that are done when fetched; one
+        that is not is skipped, not queued again: the webhook of its resolution brings
+        it back. Without ``data_mutability`` a done conversation whose queued events all
+        came long after its resolution (a retag, a custom field) is skipped, as the
+        search path skips it; see :func:`~tap_kustomer.targeted.resolved_since`.
+        """
+        streams = self.thread_streams()
+        planner = self._planner(streams, pool, workers)
+        fetcher = ConversationFetcher(
+            self.request_json,
+            int(self.config.get("webhook_batch_size") or DEFAULT_BATCH_SIZE),
+            logger=self.logger,
+        )
+        stats = TargetedStats(
+            start_seq=cursor.saved_seq, seq=cursor.saved_seq, deleted_rows=cursor.deleted
+        )
+        resolved_only = bool(self.config.get("resolved_only", True))
+        mutable = bool(self.config.get("data_mutability", False))
+        limit = self.record_limit
+        size = chunk_size(fetcher.batch_size) if limit is None else max(1, limit)
+        for stream in streams.values():
+            stream.start()
+        counter = OpenCounter(self) if self.selected else None
+        try:
+            with self.progress() as progress, self.state_written_on_failure():
+                for entries in cursor.chunks(size):
+                    stats.queued += len(entries)
+                    chosen = []
+                    first_received = {e.conversation_id: e.first_received_at for e in entries}
+                    for conversation in fetcher.fetch(list(first_received)):
+                        if resolved_only and not is_resolved(conversation):
+                            stats.skipped_unresolved += 1
+                        elif (
+                            resolved_only
+                            and not mutable
+                            and not resolved_since(
+                                conversation, first_received.get(str(conversation.get("id")))
+                            )
+                        ):
+                            stats.skipped_unchanged += 1
+                        else:
+                            chosen.append(conversation)
+                    for conversation, thread in self._threads(planner, chosen, [], streams):
+                        for name, stream in streams.items():
+                            if planner.reads(name):
+                                stream.emit(thread.records(name), conversation)
+                        record = self.post_process(conversation, context)
+                        if counter is not None and record is not None:
+                            write_record(self, record)
+                            counter.increment()
+                        stats.emitted += 1
+                    stats.missing = len(fetcher.missing)
+                    progress.add(len(entries))
+                    if limit is not None:
+                        break  # a dry run reads one small chunk and saves no seq
+                    stats.seq = entries[-1].seq
+                    self._save_queue_seq(stats.seq, context)
+        except PermissionDeniedError as error:
+            if error.resource != "conversation" or not self.skip_if_allowed(error):
+                raise
+        finally:
+            if counter is not None:
+                counter.close()
+        stats.fetch_requests = fetcher.requests
+        for stream in streams.values():
+            stream.finish()
+        self.log_type_fixes()
+        self.logger.info(summary(stats, planner.stats.requests, cursor.display_url))
+        self.targeted_stats = stats
+
+    def _save_queue_seq(self, seq: int, context: Context | None) -> None:
+        """Keep ``seq`` in this stream's state and write the STATE now."""
+        self.get_context_state(context)[QUEUE_SEQ_KEY] = seq
+        tap = tap_of(self)
+        tap.state_writer.write_state(tap.state)
+
     def thread_strategy(self) -> str:
-        """The configured strategy; a dry run reads its one or two threads directly."""
+        """The configured strategy; a dry run reads its one or two threads directly.
+
+        A targeted run lists threads per conversation unless ``bulk`` is asked for:
+        queued conversations are scattered over time, so a search window covering
+        their lifetimes reads mostly other conversations' messages, and the first
+        window of a run is priced without any density to go by.
+        """
+        strategy = str(self.config.get("thread_strategy") or "auto")
         if self.record_limit is not None:
             return "per_conversation"
-        return str(self.config.get("thread_strategy") or "auto")
+        if self.config.get("webhook_queue") and strategy != "bulk":
+            return "per_conversation"
+        return strategy
 
     def _advance_unselected(
         self, conversation: dict[str, t.Any], context: Context | None, *, write: bool

@@ -43,13 +43,17 @@ class QueuedConversation:
     """A conversation with pending events, coalesced: read it once for all of them.
 
     ``seq`` is the largest seq among its pending events; ``event_count`` how many
-    events were coalesced and ``received_at`` when the newest of them arrived.
+    events were coalesced, ``received_at`` when the newest of them arrived and
+    ``first_received_at`` when the oldest did (a targeted run compares it with the
+    conversation's resolution time).
     """
 
     seq: int
     conversation_id: str
     event_count: int
     received_at: datetime
+    #: When the oldest of its pending events arrived (None when unknown).
+    first_received_at: datetime | None = None
 
 
 class EventQueue(t.Protocol):

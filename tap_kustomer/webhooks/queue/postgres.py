@@ -52,7 +52,8 @@ _INSERT = (
     "VALUES (%s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING"
 )
 _PENDING = (
-    f"SELECT MAX(seq) AS last_seq, conversation_id, COUNT(*), MAX(received_at) FROM {TABLE} "  # noqa: S608
+    "SELECT MAX(seq) AS last_seq, conversation_id, COUNT(*), MAX(received_at), "  # noqa: S608
+    f"MIN(received_at) FROM {TABLE} "
     "WHERE seq > %s GROUP BY conversation_id ORDER BY last_seq LIMIT %s"
 )
 _DELETE = f"DELETE FROM {TABLE} WHERE seq <= %s"  # noqa: S608 - a constant table name
@@ -130,8 +131,9 @@ class PostgresQueue:
                 conversation_id=str(conversation_id),
                 event_count=int(count),
                 received_at=received_at,
+                first_received_at=first_at,
             )
-            for last_seq, conversation_id, count, received_at in rows
+            for last_seq, conversation_id, count, received_at, first_at in rows
         ]
 
     def delete_through(self, seq: int) -> int:

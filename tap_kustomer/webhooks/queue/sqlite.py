@@ -43,7 +43,8 @@ _INSERT = (
     "VALUES (?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING"
 )
 _PENDING = (
-    f"SELECT MAX(seq) AS last_seq, conversation_id, COUNT(*), MAX(received_at) FROM {TABLE} "  # noqa: S608
+    "SELECT MAX(seq) AS last_seq, conversation_id, COUNT(*), MAX(received_at), "  # noqa: S608
+    f"MIN(received_at) FROM {TABLE} "
     "WHERE seq > ? GROUP BY conversation_id ORDER BY last_seq LIMIT ?"
 )
 
@@ -124,8 +125,9 @@ class SqliteQueue:
                 conversation_id=str(conversation_id),
                 event_count=int(count),
                 received_at=datetime.fromisoformat(str(received_at)),
+                first_received_at=datetime.fromisoformat(str(first_at)),
             )
-            for last_seq, conversation_id, count, received_at in rows
+            for last_seq, conversation_id, count, received_at, first_at in rows
         ]
 
     def delete_through(self, seq: int) -> int:
