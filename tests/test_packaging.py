@@ -131,10 +131,14 @@ def test_meltano_extractor_kinds_and_capabilities() -> None:
 def test_meltano_project_runs_without_hub() -> None:
     project = _meltano_project()
     for kind in ("extractors", "loaders"):
+        defined = {p["name"] for p in project["plugins"][kind] if "inherit_from" not in p}
         for plugin in project["plugins"][kind]:
+            if "inherit_from" in plugin:
+                # An inheriting plugin needs no Hub either when its parent is defined here.
+                assert plugin["inherit_from"] in defined, plugin["name"]
+                continue
             for key in ("namespace", "pip_url", "executable", "settings"):
                 assert key in plugin, f"{plugin['name']} lacks {key}: it would need Meltano Hub"
-            assert "inherit_from" not in plugin
     postgres = _plugin("loaders", "target-postgres")
     assert postgres["config"]["default_target_schema"] == "tap_kustomer"
     assert "meltanolabs-target-postgres" in postgres["pip_url"]
@@ -146,6 +150,13 @@ def test_meltano_project_runs_without_hub() -> None:
         "interval": "0 */4 * * *",
         "job": "kustomer-to-postgres",
     }
+    # Targeted runs from the webhook queue: their own extractor (own state), every 5 minutes.
+    webhook = _plugin("extractors", "tap-kustomer-webhook")
+    assert webhook["inherit_from"] == "tap-kustomer"
+    assert webhook["config"]["webhook_queue"].startswith("sqlite:///")
+    assert jobs["kustomer-webhook-to-postgres"] == ["tap-kustomer-webhook target-postgres"]
+    schedule = next(s for s in project["schedules"] if s["job"] == "kustomer-webhook-to-postgres")
+    assert schedule["interval"] == "*/5 * * * *"
     assert project["default_environment"] in {e["name"] for e in project["environments"]}
 
 

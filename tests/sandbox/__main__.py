@@ -16,7 +16,7 @@ from types import FrameType
 from .app import Sandbox
 from .options import KeySpec, SandboxOptions
 
-_SKIP = {"tie_clusters", "extra_keys", "fault_routes", "now"}
+_SKIP = {"tie_clusters", "extra_keys", "fault_routes", "now", "webhook_retry_delays"}
 
 
 def _bool(text: str) -> bool:
@@ -33,6 +33,13 @@ def _tie(text: str) -> tuple[str, int]:
         return (kind or "resolve"), int(size)
     except ValueError as exc:
         raise argparse.ArgumentTypeError("expected KIND:SIZE or SIZE") from exc
+
+
+def _delays(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError("expected seconds separated by commas") from exc
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(5xx, 502 html, reset, truncated)",
     )
     parser.add_argument(
+        "--webhook-retry-delays",
+        type=_delays,
+        default=None,
+        metavar="S1,S2,...",
+        help="seconds before each webhook delivery retry (default 0.05,0.1,0.2,0.5)",
+    )
+    parser.add_argument(
         "--fault-route",
         action="append",
         default=None,
@@ -101,6 +115,8 @@ def options_from_args(args: argparse.Namespace) -> SandboxOptions:
         opts.now = args.now
     opts.tie_clusters = list(args.tie_cluster)
     opts.fault_routes = args.fault_route
+    if args.webhook_retry_delays is not None:
+        opts.webhook_retry_delays = args.webhook_retry_delays
     if args.fault_rate is not None:
         share = args.fault_rate / 4
         opts.fault_5xx_rate = opts.fault_502_html_rate = share

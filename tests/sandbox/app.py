@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl, urlsplit
 from . import children
 from .clock import SandboxClock, fmt_ms, ms_to_dt, parse_ts
 from .options import KeySpec, SandboxOptions
+from .outbound import Outbound
 from .server import Api, Response, SandboxServer, make_server
 from .store import NotFoundError, Store
 
@@ -53,6 +54,7 @@ class Sandbox:
         self.options = options or SandboxOptions()
         self.clock = SandboxClock(parse_ts(self.options.now))
         self.store = Store(self.options, self.clock)
+        self.outbound = Outbound(self)
         self.api = Api(self)
         self.control = Control(self)
         self._server: SandboxServer | None = None
@@ -65,6 +67,7 @@ class Sandbox:
         if self._server is not None:
             assert self.base_url is not None
             return self.base_url
+        self.outbound.open()
         self._server = make_server(self, host, port)
         bound_port = self._server.server_address[1]
         self.base_url = f"http://{host}:{bound_port}"
@@ -84,7 +87,8 @@ class Sandbox:
         self._server.serve_forever(poll_interval=0.2)
 
     def stop(self) -> None:
-        """Stop serving and close the socket."""
+        """Stop serving and close the socket; webhook deliveries stop (queued ones stay)."""
+        self.outbound.close()
         server, self._server = self._server, None
         if server is not None:
             server.shutdown()
@@ -205,6 +209,66 @@ class Sandbox:
     def simulate_activity(self, hours: float = 3.0, seed: int | None = None) -> dict[str, Any]:
         """Apply a few hours of activity and advance the clock by ``hours``."""
         return self.store.simulate_activity(hours, seed)
+
+    # -- outbound webhooks (outbound.py) -------------------------------------------------------
+    def add_webhook(
+        self,
+        url: str,
+        events: list[str],
+        name: str = "sandbox webhook",
+        headers: list[dict[str, str]] | None = None,
+        enabled: bool = True,
+    ) -> dict[str, Any]:
+        """Register a webhook as ``POST /v1/outbound-webhooks`` would (same checks, raises
+        ValueError); returns the resource with its ``token``."""
+        body = {"name": name, "url": url, "events": events, "headers": headers or []}
+        body["enabled"] = enabled
+        with self.store.lock:
+            return self.outbound.render(self.outbound.create(body))
+
+    def webhooks(self) -> list[dict[str, Any]]:
+        """Every registered webhook (with token), in creation order; shows auto-disabling."""
+        with self.store.lock:
+            return [self.outbound.render(h) for h in self.store.webhooks.values()]
+
+    def delete_webhook(self, webhook_id: str) -> dict[str, Any]:
+        """Remove a webhook and its queued deliveries; NotFoundError if unknown."""
+        with self.store.lock:
+            hook = self.outbound.delete(webhook_id)
+            if hook is None:
+                raise NotFoundError(f"outbound webhook {webhook_id} not found")
+            return self.outbound.render(hook)
+
+    def set_webhook_options(self, **changes: Any) -> None:
+        """Change delivery switches at runtime (``webhook_duplicate_rate``,
+        ``webhook_reorder``, ``webhook_retry_delays``, ``webhook_deliveries_fail``, ...)."""
+        for name, value in changes.items():
+            if not name.startswith("webhook_"):
+                raise AttributeError(f"{name!r} is not a webhook option")
+            self.set_option(name, value)
+
+    def pause_webhooks(self) -> None:
+        """Hold every delivery (events keep being queued) until ``resume_webhooks``."""
+        self.outbound.set_paused(True)
+
+    def resume_webhooks(self) -> None:
+        """Release held deliveries."""
+        self.outbound.set_paused(False)
+
+    def webhook_attempts(self) -> list[dict[str, Any]]:
+        """Every delivery attempt in the order they finished: ``event_id, name, webhook_id,
+        url, attempt`` (1 = first try), ``status`` or ``error``, ``ok``, ``duplicate``, ``at``."""
+        return self.outbound.attempts()
+
+    def wait_webhook_attempts(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """Wait until at least ``count`` attempts were made (TimeoutError); returns them."""
+        return self.outbound.wait_attempts(count, timeout)
+
+    def wait_webhooks_drained(self, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """Wait until no delivery is queued, due for a retry or in flight (TimeoutError);
+        returns every attempt so far."""
+        self.outbound.wait_drained(timeout)
+        return self.outbound.attempts()
 
     # -- stats -----------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
@@ -345,6 +409,10 @@ class Control:
         "add_conversation",
         "simulate_activity",
         "advance_clock",
+        "add_webhook",
+        "delete_webhook",
+        "pause_webhooks",
+        "resume_webhooks",
     )
 
     def __init__(self, sandbox: Sandbox) -> None:
@@ -394,6 +462,10 @@ class Control:
                 return sb.attachment_ids(query["conversation_id"])
             if name == "event_ids":
                 return sb.event_ids(query["conversation_id"])
+            if name == "webhook_attempts":
+                return sb.webhook_attempts()
+            if name == "webhooks":
+                return sb.webhooks()
             if name == "child_counts":
                 return {"attachments": sb.attachment_count(), "events": sb.event_count()}
             raise KeyError(f"unknown control endpoint GET {name}")
@@ -408,6 +480,11 @@ class Control:
             return {"ok": True}
         if name == "advance_clock":
             return {"now": sb.advance_clock(float(args.get("seconds", 0)))}
+        if name == "wait_webhooks_drained":
+            try:
+                return sb.wait_webhooks_drained(float(args.get("timeout", 5.0)))
+            except TimeoutError as exc:
+                raise ValueError(str(exc)) from exc
         if name in ("add_customer", "update_customer"):
             attrs = dict(args.get("attrs", {}))
             attrs.update({k: v for k, v in args.items() if k not in ("attrs", "customer_id")})

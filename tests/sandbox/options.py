@@ -6,7 +6,15 @@ from dataclasses import dataclass, field
 
 from .clock import default_anchor
 
-#: Read roles per resource. A key needs either of the two names.
+#: Roles that create outbound webhooks (the docs disagree on which one; any of them will do).
+WEBHOOK_ADMIN_ROLES: tuple[str, ...] = (
+    "org.permission.outbound_webhook",
+    "org.outbound_webhooks",
+    "org.admin.outbound_webhooks",
+)
+
+#: Roles per resource (read roles, except the outbound webhook write and delete ones).
+#: A key needs any one of the names.
 RESOURCE_ROLES: dict[str, tuple[str, ...]] = {
     "search": ("org.permission.search.create", "org.user.search.read"),
     "conversation": ("org.user.conversation.read", "org.permission.conversation.read"),
@@ -27,9 +35,23 @@ RESOURCE_ROLES: dict[str, tuple[str, ...]] = {
     "satisfaction": ("org.user.satisfaction.read", "org.permission.satisfaction.read"),
     "attachment": ("org.user.attachment.read", "org.permission.attachment.read"),
     "event": ("org.user.event.read", "org.permission.event.read"),
+    # Outbound webhooks: which role creates one is UNCERTAIN upstream, so each of the
+    # names Kustomer's documents use is accepted; a role that creates also reads/deletes.
+    "outbound_webhook": (
+        "org.permission.outbound_webhook.read",
+        *WEBHOOK_ADMIN_ROLES,
+    ),
+    "outbound_webhook_write": WEBHOOK_ADMIN_ROLES,
+    "outbound_webhook_delete": (
+        "org.permission.outbound_webhook.delete",
+        *WEBHOOK_ADMIN_ROLES,
+    ),
 }
 
-ALL_ROLES: tuple[str, ...] = tuple(role for roles in RESOURCE_ROLES.values() for role in roles)
+#: every role a full key holds (a role named by two resources appears once)
+ALL_ROLES: tuple[str, ...] = tuple(
+    dict.fromkeys(role for roles in RESOURCE_ROLES.values() for role in roles)
+)
 
 
 @dataclass
@@ -153,6 +175,26 @@ class SandboxOptions:
     #: the attachments and events lists carry ``links`` (self/first/prev/next); False
     #: drops them (UNCERTAIN upstream), so a client must page until a short page
     child_list_links: bool = True
+
+    # --- outbound webhooks (read on every use; see outbound.py) -------------------
+    #: accept ``http://`` URLs whose host is loopback (Kustomer requires https; a local
+    #: receiver in tests has no certificate). Other http URLs are refused either way.
+    webhook_allow_http_loopback: bool = True
+    webhook_max_per_org: int = 5
+    webhook_max_events: int = 12
+    #: seconds a receiver has to answer one delivery (Kustomer: "a few seconds")
+    webhook_timeout_seconds: float = 2.0
+    #: waits before each retry after a failed attempt (Kustomer: 1, 1, 2, 5, 10, 15, 30
+    #: minutes); when they run out the webhook is disabled
+    webhook_retry_delays: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.2, 0.5])
+    #: share of deliveries sent twice (same event id, same body)
+    webhook_duplicate_rate: float = 0.0
+    #: > 1: new deliveries go out in windows of this many, shuffled (never in order)
+    webhook_reorder: int = 0
+    #: how long a reorder window waits to fill before a short window is sent
+    webhook_reorder_hold_seconds: float = 0.1
+    #: every attempt fails as if the network were down (no request is made)
+    webhook_deliveries_fail: bool = False
 
     # --- bookkeeping -----------------------------------------------------------
     request_log_size: int = 5000

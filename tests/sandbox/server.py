@@ -239,6 +239,12 @@ def _routes() -> list[Route]:
         ("GET", "/v1/routing/queues/{id}", "routing", "api_reference_get"),
         ("GET", "/v1/satisfaction", "satisfaction", "api_reference_list"),
         ("GET", "/v1/metadata/{id}", "metadata", "api_metadata"),
+        # the event catalog first: "events" must not be taken for a webhook id
+        ("GET", "/v1/outbound-webhooks/events", "outbound_webhook", "api_webhook_events"),
+        ("GET", "/v1/outbound-webhooks", "outbound_webhook", "api_list_webhooks"),
+        ("POST", "/v1/outbound-webhooks", "outbound_webhook_write", "api_create_webhook"),
+        ("GET", "/v1/outbound-webhooks/{id}", "outbound_webhook", "api_get_webhook"),
+        ("DELETE", "/v1/outbound-webhooks/{id}", "outbound_webhook_delete", "api_delete_webhook"),
     ]
     out: list[Route] = []
     for method, template, role, name in table:
@@ -322,7 +328,10 @@ class Api:
             handler = getattr(self, name)
             with self.store.lock:
                 payload = handler(spec, match, query, body, path)
-            resp = Response(200, json.dumps(payload, ensure_ascii=False).encode())
+            if isinstance(payload, Response):  # a status other than 200
+                resp = payload
+            else:
+                resp = Response(200, json.dumps(payload, ensure_ascii=False).encode())
             resp.fault = fault
         except ApiError as err:
             resp = Response(err.status, json.dumps(err.body()).encode())
@@ -918,6 +927,62 @@ class Api:
                 "links": {"self": f"/v1/metadata/{resource}"},
             }
         }
+
+    # -- outbound webhooks (outbound.py) ---------------------------------------------------
+    def api_webhook_events(
+        self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str
+    ) -> dict[str, Any]:
+        """GET /v1/outbound-webhooks/events: the events a webhook may subscribe to."""
+        return {"data": self.sb.outbound.event_catalog()}
+
+    def api_list_webhooks(
+        self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str
+    ) -> dict[str, Any]:
+        """GET /v1/outbound-webhooks: creation order, without tokens."""
+        page, size = self._list_params(query)
+        outbound = self.sb.outbound
+        items = list(self.store.webhooks.values())
+        return paged(
+            path, query, items, page, size, lambda h: outbound.render(h, with_token=False), False
+        )
+
+    def api_create_webhook(
+        self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str
+    ) -> Response:
+        """POST /v1/outbound-webhooks: 201 with the webhook and its signing ``token``."""
+        try:
+            payload = json.loads(body) if body else None
+        except ValueError as exc:
+            raise ApiError(400, "invalid_body", "Bad Request", "body is not JSON") from exc
+        try:
+            hook = self.sb.outbound.create(payload)
+        except ValueError as exc:
+            code = getattr(exc, "code", "invalid_body")
+            raise ApiError(400, code, "Bad Request", str(exc)) from exc
+        data = {"data": self.sb.outbound.render(hook)}
+        return Response(201, json.dumps(data, ensure_ascii=False).encode())
+
+    def api_get_webhook(
+        self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str
+    ) -> dict[str, Any]:
+        """GET /v1/outbound-webhooks/{id}: with its ``token`` (it can be read again)."""
+        return {"data": self.sb.outbound.render(self._webhook(match.group(1)))}
+
+    def api_delete_webhook(
+        self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str
+    ) -> Response:
+        """DELETE /v1/outbound-webhooks/{id}: 204; queued deliveries are dropped."""
+        self._webhook(match.group(1))
+        self.sb.outbound.delete(match.group(1))
+        return Response(204, b"")
+
+    def _webhook(self, webhook_id: str) -> dict[str, Any]:
+        hook = self.store.webhooks.get(webhook_id)
+        if hook is None:
+            raise ApiError(
+                404, "not_found", "Not Found", f"outbound webhook {webhook_id} not found"
+            )
+        return hook
 
 
 def _key_tail(key: str) -> str:

@@ -57,6 +57,10 @@ class Store:
         self.companies: list[dict[str, Any]] = []
         self.klasses: list[dict[str, Any]] = []
         self.kobjects: list[dict[str, Any]] = []
+        # outbound webhooks by id (outbound.py); ``observer`` hears of every change so
+        # it can turn it into webhook events
+        self.webhooks: dict[str, dict[str, Any]] = {}
+        self.observer: Any = None
         self.cluster_times: list[tuple[str, int, int]] = []
         # children.py: events of conversations a mutation changed (the others derive
         # theirs from their state), the counter of mutation events' ids, and pinned
@@ -179,11 +183,15 @@ class Store:
         if idx not in pend:
             base = None if new else self._snap(self.records(kind)[idx])
             pend[idx] = [(_NEG, base)]
+        if self.observer is not None:
+            self.observer.before(kind, idx, new)
 
     def _changed(self, kind: str, idx: int, at: int) -> None:
         """Call after changing a record: queue the new version for the index."""
         self.pending[kind][idx].append((at, self._snap(self.records(kind)[idx])))
         self.version += 1
+        if self.observer is not None:
+            self.observer.after(kind, idx, at)
 
     def search_view(self, context: str) -> tuple[list[Any], bool]:
         """Records the search index holds right now, and whether any are lagging."""
