@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +29,11 @@ import pytest
 
 from scripts.meltano_env import ROOT, ensure_meltano
 from tap_kustomer.tap import STREAM_TYPES
-from tests.postgres import LocalPostgres
+from tap_kustomer.webhooks.queue import open_queue
+from tests.postgres import LocalPostgres, free_port
 from tests.sandbox import Sandbox, SandboxOptions
 from tests.sandbox.reference import reference_of
+from tests.truth import thread_ids
 
 pytestmark = pytest.mark.e2e
 
@@ -89,7 +94,15 @@ def _meltano_env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def _run(meltano: Path, sandbox: Sandbox, postgres: LocalPostgres, workdir: Path) -> str:
+def _run(
+    meltano: Path,
+    sandbox: Sandbox,
+    postgres: LocalPostgres,
+    workdir: Path,
+    *,
+    extractor: str = "tap-kustomer",
+    extra_env: dict[str, str] | None = None,
+) -> str:
     assert sandbox.base_url is not None
     env = _meltano_env(
         {
@@ -99,10 +112,11 @@ def _run(meltano: Path, sandbox: Sandbox, postgres: LocalPostgres, workdir: Path
             "TAP_KUSTOMER__SELECT": json.dumps([f"{name}.*" for name in TABLES]),
             "TAP_KUSTOMER_EMIT_ACTIVATE_VERSION_MESSAGES": "true",
             **postgres.target_env(),
+            **(extra_env or {}),
         }
     )
     proc = subprocess.run(
-        [str(meltano), "run", "tap-kustomer", "target-postgres"],
+        [str(meltano), "run", extractor, "target-postgres"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -303,3 +317,106 @@ def test_backfill_then_incremental(
     second = {table: len(_ids(postgres, table)) for table in TABLES}
     assert second["messages"] >= first["messages"] + len(reresolved)
     assert second["customers"] == first["customers"] + 1
+
+
+# -- webhooks: the receiver and the targeted extractor --------------------------------------
+
+
+class _Receiver:
+    """``tap-kustomer-webhooks serve`` as deployed: its own process, a SQLite queue."""
+
+    def __init__(self, workdir: Path, token: str, port: int) -> None:
+        token_file = workdir / "webhook.token"
+        token_file.write_text(token)
+        self.queue_url = f"sqlite:///{workdir / 'webhooks.db'}"
+        executable = Path(sys.executable).with_name("tap-kustomer-webhooks")
+        self.proc = subprocess.Popen(
+            [
+                str(executable), "serve", "--queue", self.queue_url, "--port", str(port),
+                "--token-file", str(token_file),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise AssertionError("the receiver did not start") from None
+                time.sleep(0.05)
+
+    def pending(self) -> list[str]:
+        queue = open_queue(self.queue_url)
+        try:
+            return [entry.conversation_id for entry in queue.pending_after(0, 10_000)]
+        finally:
+            queue.close()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def test_a_resolution_reaches_postgres_through_the_webhook_extractor(
+    meltano: Path, sandbox: Sandbox, postgres: LocalPostgres, tmp_path: Path
+) -> None:
+    port = free_port()
+    hook = sandbox.add_webhook(
+        f"http://127.0.0.1:{port}/kustomer/webhook",
+        ["kustomer.conversation.update", "kustomer.message.create"],
+    )
+    receiver = _Receiver(tmp_path, hook["attributes"]["token"], port)
+    try:
+        conversations = sandbox.truth(["conversations"])["conversations"]
+        open_one = next(c["id"] for c in conversations if c["attributes"]["status"] != "done")
+        old_done = next(c["id"] for c in conversations if c["attributes"]["status"] == "done")
+        reply = sandbox.reply(open_one, body="It works now, thanks")["id"]
+        resolution = sandbox.resolve(open_one)["attributes"]["lastDone"]["createdAt"]
+        # Retagged long after its resolution: queued, skipped without data_mutability.
+        sandbox.set_tags(old_done, [t["id"] for t in sandbox.truth(["tags"])["tags"][:1]])
+        attempts = sandbox.wait_webhooks_drained(timeout=15)
+        assert attempts
+        assert all(a["ok"] for a in attempts), attempts
+        assert set(receiver.pending()) == {open_one, old_done}
+
+        queue_env = {"TAP_KUSTOMER_WEBHOOK_WEBHOOK_QUEUE": receiver.queue_url}
+        log = _run(
+            meltano, sandbox, postgres, tmp_path,
+            extractor="tap-kustomer-webhook", extra_env=queue_env,
+        )  # fmt: skip
+        assert "1 emitted" in log
+        assert "1 skipped as changed after their resolution" in log
+        with psycopg.connect(postgres.url) as conn:
+            loaded = conn.execute(
+                "SELECT resolved_at FROM tap_kustomer.conversations WHERE id = %s", (open_one,)
+            ).fetchone()
+            assert loaded is not None
+            # target-postgres loads date-times as timestamp without time zone, in UTC.
+            resolved = datetime.fromisoformat(resolution.replace("Z", "+00:00"))
+            assert loaded[0] == resolved.replace(tzinfo=None)
+            thread = {
+                row[0]
+                for row in conn.execute(
+                    "SELECT id FROM tap_kustomer.messages WHERE conversation_id = %s", (open_one,)
+                )
+            }
+        assert reply in thread
+        assert thread == thread_ids(sandbox, {open_one})[0]
+        # The run read the queue but deleted nothing: Meltano saved its state only after
+        # the target committed. The next run starts from that state and deletes the rows.
+        assert set(receiver.pending()) == {open_one, old_done}
+        _run(
+            meltano, sandbox, postgres, tmp_path,
+            extractor="tap-kustomer-webhook", extra_env=queue_env,
+        )  # fmt: skip
+        assert receiver.pending() == []
+    finally:
+        receiver.stop()
+        sandbox.delete_webhook(hook["id"])
