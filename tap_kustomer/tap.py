@@ -189,12 +189,14 @@ class TapKustomer(TerminationHook, Tap):
             "thread_strategy",
             th.StringType,
             default="auto",
-            allowed_values=["auto", "per_conversation", "bulk"],
+            allowed_values=["auto", "per_conversation", "bulk", "batched"],
             title="Thread Strategy",
             description=(
                 "How threads are read: per_conversation (a request per thread), bulk "
-                "(search pages of 500 messages/notes, grouped by conversation and checked "
-                "against each conversation's counts), or auto (the cheaper per batch)."
+                "(search pages of 500 messages/notes by time window, grouped by "
+                "conversation and checked against each conversation's counts), batched "
+                "(search the notes of up to 20 conversations and the messages of up to 20 "
+                "customers at once, checked the same way), or auto (the cheapest per batch)."
             ),
         ),
         th.Property(

@@ -14,6 +14,7 @@ from tap_kustomer import targeted
 from tap_kustomer.tap import TapKustomer
 from tap_kustomer.targeted import QUEUE_SEQ_KEY, ConversationFetcher
 from tap_kustomer.webhooks.queue import QueuedEvent, open_queue
+from tests.sandbox import KeySpec
 from tests.tap_harness import TapRun, parse_messages, run_cli, run_tap
 from tests.truth import config_for, started, thread_ids
 
@@ -122,7 +123,15 @@ def test_exactly_the_queued_resolved_conversations_with_whole_threads(org, tmp_p
     assert run.ids("notes") == notes
     assert len(run.records("messages")) == len(messages)
     used = routes(org)
-    assert SEARCH not in used, used
+    # Conversations come by id, never from search; only their threads may be searched
+    # (by conversation or customer ids, whole threads checked against their counts).
+    contexts = [
+        (entry.get("body") or {}).get("queryContext")
+        for entry in org.request_log()
+        if entry["route"] == SEARCH
+    ]
+    assert "conversation" not in contexts, contexts
+    assert used.get(SEARCH, 0) <= 2, used
     assert used[CONVERSATION_FETCH] == 1
     # The other streams are left to the scheduled runs.
     for stream in ("customers", "tags", "users", "companies", "kobjects"):
@@ -330,3 +339,23 @@ def test_a_postgresql_queue(org, postgres):
     run = run_tap(config_for(org, webhook_queue=url))
     assert run.ids("conversations") == set(chosen)
     assert seq_of(run) == max(queued_seqs(url))
+
+
+def test_a_key_without_the_search_role_still_gets_whole_threads(tmp_path):
+    """Searching threads by id is only a saving: refused, every thread is listed."""
+    sandbox = started(
+        seed=43, customers=10, conversations=40, extra_keys={"no-search": KeySpec.without("search")}
+    )
+    try:
+        url = queue_url(tmp_path)
+        done, _ = conversations_by_status(sandbox)
+        enqueue(url, done[:6], sandbox)
+        run = run_tap({**config_for(sandbox, webhook_queue=url), "api_key": "no-search"})
+        assert run.ids("conversations") == set(done[:6])
+        messages, notes = thread_ids(sandbox, set(done[:6]))
+        assert run.ids("messages") == messages
+        assert run.ids("notes") == notes
+        refused = sandbox.stats()["by_route"][SEARCH]
+        assert set(refused) == {"403"}, refused  # tried once per kind, then lists only
+    finally:
+        sandbox.stop()

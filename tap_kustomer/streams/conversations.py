@@ -224,7 +224,7 @@ class ConversationsStream(SearchedStream):
         self.logger.info(
             "Conversations: %d search requests (%d tie groups); threads of %d conversations: "
             "%d requests (%d bulk searches), %d threads read in bulk, %d one by one; "
-            "list requests by kind: %s",
+            "list requests by kind: %s; reads: %s",
             walk.stats.requests,
             walk.stats.tie_groups,
             stats.conversations,
@@ -233,6 +233,7 @@ class ConversationsStream(SearchedStream):
             stats.bulk_threads,
             stats.per_conversation_threads,
             ", ".join(f"{k} {n}" for k, n in sorted(stats.list_requests.items())) or "none",
+            stats.by_way() or "none",
         )
 
     # Targeted mode: the conversations the webhook queue names, no search.
@@ -354,16 +355,17 @@ class ConversationsStream(SearchedStream):
     def thread_strategy(self) -> str:
         """The configured strategy; a dry run reads its one or two threads directly.
 
-        A targeted run lists threads per conversation unless ``bulk`` is asked for:
-        queued conversations are scattered over time, so a search window covering
-        their lifetimes reads mostly other conversations' messages, and the first
-        window of a run is priced without any density to go by.
+        In a targeted run ``auto`` means ``batched``: queued conversations are
+        scattered over time, so a search window covering their lifetimes reads mostly
+        other conversations' messages, while a search by their ids (or their
+        customers') reads about only theirs. Every thread is still checked against its
+        counts, so one the search index has not caught up with is listed instead.
         """
         strategy = str(self.config.get("thread_strategy") or "auto")
         if self.record_limit is not None:
             return "per_conversation"
-        if self.config.get("webhook_queue") and strategy != "bulk":
-            return "per_conversation"
+        if self.config.get("webhook_queue") and strategy == "auto":
+            return "batched"
         return strategy
 
     def _advance_unselected(

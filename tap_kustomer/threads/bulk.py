@@ -69,6 +69,10 @@ class Coverage:
             self.since[cid] = None
 
 
+Alternative = t.Callable[[t.Sequence[Conversation]], int]
+"""What reading some conversations' threads without the bulk read costs, in list requests."""
+
+
 @dataclass(frozen=True)
 class BulkRead:
     """What the bulk read made of a batch.
@@ -88,8 +92,19 @@ class BulkReader:
     so the planner may run the two kinds' readers side by side.
     """
 
-    def __init__(self, kind: ThreadKind, search: SearchFunction, *, strategy: str = "auto") -> None:
-        """Read ``kind`` through ``search``; ``auto`` reads in bulk only when it pays."""
+    def __init__(
+        self,
+        kind: ThreadKind,
+        search: SearchFunction,
+        *,
+        strategy: str = "auto",
+        alternative: Alternative | None = None,
+    ) -> None:
+        """Read ``kind`` through ``search``; ``auto`` reads in bulk only when it pays.
+
+        ``alternative`` prices reading some threads another way, in list requests (by
+        default, listing each): what a bulk read is weighed against.
+        """
         if kind.query_context is None:
             msg = f"{kind.name} cannot be searched, only listed per conversation"
             raise ValueError(msg)
@@ -97,6 +112,7 @@ class BulkReader:
         self.context: str = kind.query_context
         self.search = search
         self.strategy = strategy
+        self.alternative = alternative or self._listed
         self.coverage = Coverage()
         self.density = cost.Density()
 
@@ -145,8 +161,8 @@ class BulkReader:
             return
         per_conversation = {cid: cost.pages_for(count_of(c, kind)) for cid, c in pending.items()}
         window = cost.choose_window(spans, per_conversation, self.density.rate())
-        benefit = sum(per_conversation[cid] for cid in window.inside) + sum(
-            cost.pages_for(count_of(c, kind)) for c in later.values()
+        benefit = self.alternative(
+            [pending[cid] for cid in window.inside if cid in pending] + list(later.values())
         )
         if self.strategy == "auto" and not cost.saves_enough(benefit):
             return
@@ -188,7 +204,7 @@ class BulkReader:
         if not gaps:
             return
         window = cost.choose_window(gaps, per_conversation, self.density.rate())
-        benefit = sum(per_conversation[cid] for cid in window.inside)
+        benefit = self.alternative([pending[cid] for cid in window.inside if cid in pending])
         if self.strategy == "auto" and not cost.saves_enough(benefit):
             return
         self._search(window.start, window.end, set(window.inside), benefit)
@@ -230,6 +246,10 @@ class BulkReader:
                 return False  # Dearer than per conversation: keep what this page held.
         self.density.observe(walk.stats.first_total or read, (end - start).total_seconds())
         return True
+
+    def _listed(self, conversations: t.Sequence[Conversation]) -> int:
+        """Requests to list these threads one conversation at a time."""
+        return cost.list_cost(count_of(c, self.kind) for c in conversations)
 
     def _take(self, pending: dict[str, Conversation], accepted: dict[str, list[str]]) -> None:
         """Move every pending thread whose held items match its count into ``accepted``."""

@@ -17,7 +17,12 @@ from tap_kustomer.threads.kinds import LIFETIME_ATTRIBUTES, Conversation, conver
 
 #: Items per page of a per-conversation list.
 THREAD_PAGE_SIZE = 100
-#: Below this many per-conversation requests saved, a batch never tries the bulk path.
+#: What one search costs, in list requests. Searches have their own budget, a tenth of
+#: the org's (100 a minute against 1,000) and shared with the conversations walk, so a
+#: search is spent only where it spares a few lists, never to spare one or two.
+SEARCH_WEIGHT = 3
+#: A bulk read is tried only where, done in one search, it would still spare this many
+#: list requests more than that search costs.
 MIN_BULK_SAVING = 4
 
 Span = tuple[datetime, datetime]
@@ -111,14 +116,46 @@ def choose_window(
     return Window(by_start[index][1][0], end, inside)
 
 
+def search_cost(pages: int) -> int:
+    """What ``pages`` search requests cost, in list requests."""
+    return pages * SEARCH_WEIGHT
+
+
+def list_cost(counts: t.Iterable[int | None]) -> int:
+    """Requests to list threads of these sizes one conversation at a time."""
+    return sum(pages_for(count) for count in counts)
+
+
 def saves_enough(benefit: int) -> bool:
-    """Whether a bulk read that spares ``benefit`` list requests is worth trying."""
-    return benefit >= MIN_BULK_SAVING
+    """Whether a bulk read that spares ``benefit`` (in list requests) is worth trying."""
+    return benefit - search_cost(1) >= MIN_BULK_SAVING
 
 
 def dearer_than_lists(total: int, benefit: int) -> bool:
     """Whether searching ``total`` items costs at least the ``benefit`` it would spare."""
-    return math.ceil(total / SEARCH_PAGE_SIZE) >= benefit
+    return search_cost(math.ceil(total / SEARCH_PAGE_SIZE)) >= benefit
+
+
+class Spill:
+    """How many items a search by customer finds per item of the batch's threads.
+
+    A message search by customer also finds the customer's other conversations'
+    messages; their share, learnt from this run's searches, prices the next ones.
+    Before any search the batch's own messages are assumed to be all there is.
+    """
+
+    def __init__(self) -> None:
+        self.found = 0
+        self.expected = 0
+
+    def observe(self, found: int, expected: int) -> None:
+        """Add one search: ``found`` items in all where the batch's threads had ``expected``."""
+        self.found += max(found, expected)
+        self.expected += expected
+
+    def ratio(self) -> float:
+        """Items found per item wanted so far (1.0 before any search)."""
+        return self.found / self.expected if self.expected else 1.0
 
 
 def skip_pays(rate: float | None, end: datetime, start: datetime, later: t.Iterable[Span]) -> bool:

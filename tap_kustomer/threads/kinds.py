@@ -59,11 +59,22 @@ def needing(conversations: t.Iterable[Conversation], kind: ThreadKind) -> dict[s
     return {conversation_id(c): c for c in conversations if count_of(c, kind) != 0}
 
 
-def conversation_of(item: t.Mapping[str, t.Any]) -> str | None:
-    """The id of the conversation a message or note belongs to."""
-    relationship = (item.get("relationships") or {}).get("conversation") or {}
+def related_id(record: t.Mapping[str, t.Any], name: str) -> str | None:
+    """The id the record's ``name`` relationship points at (``conversation``, ``customer``)."""
+    relationships = record.get("relationships")
+    relationship = relationships.get(name) if isinstance(relationships, t.Mapping) else None
     data = relationship.get("data") if isinstance(relationship, t.Mapping) else None
     return str(data["id"]) if isinstance(data, t.Mapping) and data.get("id") else None
+
+
+def conversation_of(item: t.Mapping[str, t.Any]) -> str | None:
+    """The id of the conversation a message or note belongs to."""
+    return related_id(item, "conversation")
+
+
+def customer_of(conversation: Conversation) -> str | None:
+    """The id of the customer a conversation is with (a planning view has none)."""
+    return related_id(conversation, "customer")
 
 
 def created_of(item: t.Mapping[str, t.Any]) -> str:

@@ -3,7 +3,9 @@
 A thread is every message and note, and, when selected, every attachment and event.
 
 It composes the parts: per kind, the :class:`~tap_kustomer.threads.bulk.BulkReader`
-completes what its search can (priced by :mod:`~tap_kustomer.threads.cost`), and the
+completes what its window search can, the
+:class:`~tap_kustomer.threads.batched.IdBatchReader` what searches by id can of the
+rest (both priced by :mod:`~tap_kustomer.threads.cost`), and the
 :class:`~tap_kustomer.threads.lister.ThreadLister` lists every thread left over, a
 chunk of conversations at a time. Work runs on the one executor the caller owns for
 the run; the planner never creates threads of its own.
@@ -18,7 +20,8 @@ import typing as t
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field
 
-from tap_kustomer.threads.bulk import BulkReader
+from tap_kustomer.threads.batched import ID_SEARCHES, IdBatchReader
+from tap_kustomer.threads.bulk import BulkRead, BulkReader
 from tap_kustomer.threads.kinds import (
     ALL_KINDS,
     ATTACHMENTS,
@@ -40,7 +43,12 @@ A = t.TypeVar("A")
 R = t.TypeVar("R")
 C = t.TypeVar("C", bound=Conversation)
 
-STRATEGIES = ("auto", "per_conversation", "bulk")
+#: ``auto``: the cheapest of the three ways per batch; ``per_conversation``: lists only;
+#: ``bulk``: window searches, then lists; ``batched``: searches by id, then lists.
+STRATEGIES = ("auto", "per_conversation", "bulk", "batched")
+#: How threads are searched: by time window, or by conversation or customer ids.
+WINDOW = "window"
+BY_ID = "by id"
 #: Conversations whose threads are listed one by one together (and held in memory).
 PER_CONVERSATION_CHUNK = 50
 
@@ -80,6 +88,18 @@ class ThreadStats:
     list_requests: dict[str, int] = field(default_factory=dict)
     #: Attachment lists not requested because the messages named no attachment.
     skipped_no_attachments: int = 0
+    #: Searches per way and kind (``window messages``, ``by id notes``, ...); their sum
+    #: is ``bulk_requests``.
+    searches: dict[str, int] = field(default_factory=dict)
+    #: Threads read by search per way and kind; their sum is ``bulk_threads``.
+    searched_threads: dict[str, int] = field(default_factory=dict)
+
+    def by_way(self) -> str:
+        """How threads were read, for the run's summary line."""
+        parts = [f"{name} {n} searches" for name, n in sorted(self.searches.items())]
+        parts += [f"{name} {n} threads" for name, n in sorted(self.searched_threads.items())]
+        parts += [f"{name} lists {n}" for name, n in sorted(self.list_requests.items())]
+        return ", ".join(parts) or "none"
 
 
 def _never(exc: Exception) -> bool:
@@ -127,12 +147,26 @@ class ThreadPlanner:
         self._listers = {
             kind.list_suffix: ThreadLister(self._counted_request(kind.name)) for kind in ALL_KINDS
         }
+        self._batchers: dict[str, IdBatchReader] = {}
+        if self.strategy in ("auto", "batched"):
+            for kind in ALL_KINDS:
+                if kind.name in ID_SEARCHES:
+                    self._batchers[kind.name] = IdBatchReader(
+                        kind,
+                        self._counted_search(BY_ID, kind.name),
+                        strategy=self.strategy,
+                        logger=self.logger,
+                    )
         self._readers: dict[str, BulkReader] = {}
-        if self.strategy != "per_conversation":
+        if self.strategy in ("auto", "bulk"):
             for kind in ALL_KINDS:
                 if kind.query_context is not None:
+                    batcher = self._batchers.get(kind.name)
                     self._readers[kind.name] = BulkReader(
-                        kind, self._counted_search, strategy=self.strategy
+                        kind,
+                        self._counted_search(WINDOW, kind.name),
+                        strategy=self.strategy,
+                        alternative=batcher.estimate if batcher is not None else None,
                     )
 
     def kinds(self) -> list[ThreadKind]:
@@ -166,7 +200,7 @@ class ThreadPlanner:
         threads = {conversation_id(c): Thread() for c in conversations}
         self.stats.conversations += len(conversations)
         kinds = self.kinds()
-        searched = [kind for kind in kinds if kind.name in self._readers]
+        searched = [kind for kind in kinds if self._searchable(kind)]
         side_by_side = len(searched) > 1 and self.workers > 1
         plans = self._run(
             lambda kind: self._plan(kind, conversations, upcoming),
@@ -218,22 +252,45 @@ class ThreadPlanner:
         conversations: t.Sequence[Conversation],
         upcoming: t.Sequence[Conversation],
     ) -> tuple[dict[str, list[str]], list[str]]:
-        """The threads of ``kind`` read in bulk, and the conversations left to list.
+        """The threads of ``kind`` read by search, and the conversations left to list.
 
-        A conversation without messages has no attachments either.
+        The window read goes first (it also holds the upcoming conversations' items),
+        the search by id takes what it left. A conversation without messages has no
+        attachments either.
         """
         counted = MESSAGES if kind is ATTACHMENTS else kind
         skipped = sum(1 for c in conversations if count_of(c, counted) == 0)
         with self._lock:
             self.stats.skipped_empty += skipped
         needed = needing(conversations, counted)
+        accepted: dict[str, list[str]] = {}
+        leftover = list(needed)
         reader = self._readers.get(kind.name)
-        if reader is None or not needed:
-            return {}, list(needed)
-        result = reader.read(conversations, upcoming)
+        if reader is not None and leftover:
+            result = reader.read(conversations, upcoming)
+            self._count_threads(WINDOW, kind, result)
+            accepted.update(result.accepted)
+            leftover = result.leftover
+        batcher = self._batchers.get(kind.name)
+        if batcher is not None and leftover:
+            result = batcher.read([needed[cid] for cid in leftover])
+            self._count_threads(BY_ID, kind, result)
+            accepted.update(result.accepted)
+            leftover = result.leftover
+        return accepted, leftover
+
+    def _searchable(self, kind: ThreadKind) -> bool:
+        """Whether this run reads some of ``kind``'s threads by search."""
+        return kind.name in self._readers or kind.name in self._batchers
+
+    def _count_threads(self, way: str, kind: ThreadKind, result: BulkRead) -> None:
+        """Record the threads one way of searching read."""
+        name = f"{way} {kind.name}"
         with self._lock:
             self.stats.bulk_threads += len(result.accepted)
-        return result.accepted, result.leftover
+            if result.accepted:
+                counted = self.stats.searched_threads.get(name, 0) + len(result.accepted)
+                self.stats.searched_threads[name] = counted
 
     def _list_each(
         self,
@@ -325,9 +382,16 @@ class ThreadPlanner:
 
         return request
 
-    def _counted_search(self, body: dict[str, t.Any], page: int, size: int) -> dict[str, t.Any]:
-        assert self.search is not None
-        with self._lock:
-            self.stats.requests += 1
-            self.stats.bulk_requests += 1
-        return self.search(body, page, size)
+    def _counted_search(self, way: str, kind_name: str) -> SearchFunction:
+        """``search`` counting each request, in total and for ``way`` and ``kind_name``."""
+        name = f"{way} {kind_name}"
+
+        def search(body: dict[str, t.Any], page: int, size: int) -> dict[str, t.Any]:
+            assert self.search is not None
+            with self._lock:
+                self.stats.requests += 1
+                self.stats.bulk_requests += 1
+                self.stats.searches[name] = self.stats.searches.get(name, 0) + 1
+            return self.search(body, page, size)
+
+        return search
