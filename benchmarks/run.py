@@ -326,6 +326,26 @@ def tap_executable() -> list[str]:
     return [sys.executable, "-m", "tap_kustomer"]
 
 
+def selected_catalog(config_path: Path) -> dict[str, Any]:
+    """Our discovered catalog with only :data:`STREAMS` selected, the older tap's set.
+
+    Both taps then read the same five streams, so their requests compare; the reference
+    streams our tap selects by default are left out.
+    """
+    discovered = subprocess.run(
+        [*tap_executable(), "--config", str(config_path), "--discover"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    catalog: dict[str, Any] = json.loads(discovered.stdout)
+    for entry in catalog["streams"]:
+        for item in entry["metadata"]:
+            if item["breadcrumb"] == []:
+                item["metadata"]["selected"] = entry["tap_stream_id"] in STREAMS
+    return catalog
+
+
 @dataclass
 class TapConfig:
     """One configuration of our tap under test."""
@@ -358,7 +378,9 @@ def run_ours(
     }
     config_path = work / f"{stem}.config.json"
     config_path.write_text(json.dumps(config))
-    cmd = [*tap_executable(), "--config", str(config_path)]
+    catalog_path = work / f"{stem}.catalog.json"
+    catalog_path.write_text(json.dumps(selected_catalog(config_path)))
+    cmd = [*tap_executable(), "--config", str(config_path), "--catalog", str(catalog_path)]
     if state is not None:
         state_path = work / f"{stem}.state.json"
         state_path.write_text(json.dumps(state))
