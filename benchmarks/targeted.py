@@ -64,13 +64,18 @@ def scattered(ids: t.Sequence[str], count: int) -> list[str]:
     return [ids[int(i * step)] for i in range(count)]
 
 
-def measure(sandbox: t.Any, ids: list[str], batch_size: int, workdir: Path) -> dict[str, t.Any]:
+def measure(
+    sandbox: t.Any, ids: list[str], batch_size: int, workdir: Path, strategy: str = "auto"
+) -> dict[str, t.Any]:
     """One targeted run over ``ids``; its requests by route."""
     url = f"sqlite:///{workdir / f'queue-{len(ids)}.db'}"
     queue_ids(url, ids, resolution_times(sandbox))
     sandbox.reset_stats()
     began = time.perf_counter()
-    run = run_tap(config_for(sandbox, webhook_queue=url, webhook_batch_size=batch_size))
+    config = config_for(
+        sandbox, webhook_queue=url, webhook_batch_size=batch_size, thread_strategy=strategy
+    )
+    run = run_tap(config)
     seconds = time.perf_counter() - began
     stats = sandbox.stats()
     return {
@@ -102,6 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="10,100,1000")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument(
+        "--thread-strategy",
+        default="auto",
+        choices=["auto", "per_conversation", "batched", "bulk"],
+        help="the tap's thread_strategy (auto: threads searched by ids)",
+    )
     args = parser.parse_args(argv)
     sandbox = started(
         seed=args.seed,
@@ -118,9 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         with tempfile.TemporaryDirectory(prefix="targeted-bench-") as workdir:
             for size in (int(s) for s in args.sizes.split(",") if s.strip()):
-                report(
-                    size, measure(sandbox, scattered(done, size), args.batch_size, Path(workdir))
-                )
+                ids = scattered(done, size)
+                row = measure(sandbox, ids, args.batch_size, Path(workdir), args.thread_strategy)
+                report(size, row)
     finally:
         sandbox.stop()
     return 0
