@@ -53,6 +53,7 @@ STREAM_TYPES: list[type[KustomerStream]] = [
     streams.SatisfactionSurveysStream,
     streams.CompaniesStream,
     streams.KobjectsStream,
+    streams.AuditLogsStream,
 ]
 
 
@@ -157,6 +158,28 @@ class TapKustomer(TerminationHook, Tap):
             ),
         ),
         th.Property(
+            "archive_search",
+            th.BooleanType,
+            default=True,
+            title="Archive Search",
+            description=(
+                "Read records updated more than 2 years ago (beyond standard search) from "
+                "Kustomer's archive search when the window reaches back that far; false "
+                "leaves them out with a warning."
+            ),
+        ),
+        th.Property(
+            "archive_margin_days",
+            th.IntegerType,
+            default=7,
+            title="Archive Margin (days)",
+            description=(
+                "Days on both sides of the 2-year horizon read from both archive and "
+                "standard search (duplicates dropped by id), since the exact cutoff is "
+                "not documented."
+            ),
+        ),
+        th.Property(
             "rate_limit_share_percent",
             th.IntegerType,
             default=80,
@@ -219,6 +242,27 @@ class TapKustomer(TerminationHook, Tap):
             description=(
                 "Conversations per GET /v1/conversations/{ids} in a targeted run; halved "
                 "automatically if Kustomer refuses a batch."
+            ),
+        ),
+        th.Property(
+            "emit_deletes",
+            th.BooleanType,
+            default=True,
+            title="Emit Deletes",
+            description=(
+                "At the end of each run, write a record with id and _sdc_deleted_at for "
+                "each conversation, customer, company and kobject deleted in Kustomer since "
+                "the last run, read from the audit log (needs "
+                "org.permission.audit_logs.read; without it one warning, no deletes)."
+            ),
+        ),
+        th.Property(
+            "audit_log_object_types",
+            th.ArrayType(th.StringType),
+            title="Audit Log Object Types",
+            description=(
+                "Object types the audit_logs stream reads (e.g. conversation, customer, "
+                "user); empty or unset: every type."
             ),
         ),
         th.Property(

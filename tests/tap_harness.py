@@ -57,8 +57,9 @@ STREAMS = (
     *REFERENCE_STREAMS,
 )
 #: Streams a run reads only when the catalog selects them: each costs a request per
-#: emitted conversation or so.
-OPT_IN_STREAMS = ("attachments", "conversation_events")
+#: emitted conversation or so, or (audit_logs) needs a role read-only keys rarely hold
+#: and grows with every change in the org.
+OPT_IN_STREAMS = ("attachments", "conversation_events", "audit_logs")
 
 
 @dataclass

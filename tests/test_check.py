@@ -48,6 +48,7 @@ KEYS: dict[str, KeySpec] = {
     "check-key-no-conversation-5c1f9e0a": KeySpec.without("conversation"),
     "check-key-no-attachment-5c1f9e0a": KeySpec.without("attachment"),
     "check-key-no-event-5c1f9e0a": KeySpec.without("event"),
+    "check-key-no-audit_logs-5c1f9e0a": KeySpec.without("audit_logs"),
     "check-key-expired-5c1f9e0a": KeySpec.expired_key(),  # EXPIRED_KEY
     "check-key-legacy-5c1f9e0a": KeySpec(
         roles=frozenset(r for r in ALL_ROLES if r.startswith("org.user.")), name="legacy key"
@@ -198,6 +199,7 @@ def test_a_missing_role_is_named_with_its_streams(
     [
         ("attachments", "attachment", "org.permission.attachment.read"),
         ("conversation_events", "event", "org.permission.event.read"),
+        ("audit_logs", "audit_logs", "org.permission.audit_logs.read"),
     ],
 )
 def test_an_opt_in_stream_needs_its_role_only_when_selected(

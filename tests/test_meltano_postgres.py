@@ -188,6 +188,11 @@ def _expected(sandbox: Sandbox, cut_low: str, cut_high: str) -> dict[str, tuple[
         {i for i, c, at in events if c in low and at <= resolved_at[c]},
         {i for i, c, _ in events if c in high},
     )
+    log = [(e["id"], e["attributes"]["createdAt"]) for e in sandbox.audit_log()]
+    out["audit_logs"] = (
+        {i for i, at in log if at < cut_low},
+        {i for i, at in log if at < cut_high},
+    )
     tags = {t["id"] for t in truth["tags"]}
     out["tags"] = (tags, tags)
     reference = reference_of(sandbox).truth(list(REFERENCE.values()))
@@ -215,6 +220,21 @@ def _assert_tables_match(postgres: LocalPostgres, expected: dict[str, tuple[set,
         assert must <= got, f"{table}: {len(must - got)} missing, e.g. {sorted(must - got)[:3]}"
         assert got <= may, f"{table}: {len(got - may)} unexpected, e.g. {sorted(got - may)[:3]}"
     assert _duplicates(postgres) == {}
+
+
+def _children_of(postgres: LocalPostgres, conversation_id: str) -> dict[str, set[str]]:
+    """Ids of the thread rows of one conversation, per table."""
+    with psycopg.connect(postgres.url) as conn:
+        return {
+            table: {
+                row[0]
+                for row in conn.execute(
+                    f"SELECT id FROM tap_kustomer.{table} WHERE conversation_id = %s",
+                    (conversation_id,),
+                )
+            }
+            for table in ("messages", "notes", "attachments", "conversation_events")
+        }
 
 
 def _assert_dbt_kustomer_contract(postgres: LocalPostgres) -> None:
@@ -269,6 +289,10 @@ def test_backfill_then_incremental(
     customer = sandbox.add_customer(name="Ada Lovelace", email="ada@example.com")
     gone_user = sorted(_ids(postgres, "users"))[0]
     reference_of(sandbox).delete("users", gone_user)
+    # Deleted for good in Kustomer: only the audit log knows. Its thread's rows stay.
+    gone_conversation = emitted[7]
+    left_behind = _children_of(postgres, gone_conversation)
+    sandbox.delete_conversation(gone_conversation)
     with psycopg.connect(postgres.url) as conn:
         old_resolved = dict(
             conn.execute(
@@ -282,7 +306,10 @@ def test_backfill_then_incremental(
     # -- 3. incremental run -----------------------------------------------------------------
     low = _window(sandbox)
     _run(meltano, sandbox, postgres, tmp_path)
-    _assert_tables_match(postgres, _expected(sandbox, low, _window(sandbox)))
+    expected = _expected(sandbox, low, _window(sandbox))
+    for table, ids in left_behind.items():
+        expected[table] = (expected[table][0], expected[table][1] | ids)
+    _assert_tables_match(postgres, expected)
 
     with psycopg.connect(postgres.url) as conn:
         rows = dict(
@@ -307,6 +334,11 @@ def test_backfill_then_incremental(
             "SELECT count(*) FROM tap_kustomer.conversations WHERE id = ANY(%s)", (retagged,)
         ).fetchone() == (len(retagged),)
 
+        # The deleted conversation: a tombstone marks its row with the deletion time.
+        assert conn.execute(
+            "SELECT _sdc_deleted_at IS NOT NULL FROM tap_kustomer.conversations WHERE id = %s",
+            (gone_conversation,),
+        ).fetchall() == [(True,)]
         # A user deleted in Kustomer: ACTIVATE_VERSION marks its row (add_record_metadata
         # on, hard_delete off), it does not remove it.
         assert conn.execute(

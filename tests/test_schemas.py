@@ -40,19 +40,21 @@ STREAMS = (
     "tags",
     "companies",
     "kobjects",
+    "audit_logs",
     *REFERENCE_STREAMS,
 )
 COMMON_COLUMNS = {"id", "type", "attributes", "relationships", "links", "updated_at"}
 EXTRA_COLUMNS = {
-    "conversations": {"resolved_at", "customer_id"},
+    "conversations": {"resolved_at", "customer_id", "_sdc_deleted_at"},
     "messages": {"conversation_id", "customer_id"},
     "notes": {"conversation_id", "customer_id"},
     "attachments": {"conversation_id", "message_id", "customer_id"},
     "conversation_events": {"conversation_id", "customer_id"},
-    "customers": set(),
+    "customers": {"_sdc_deleted_at"},
     "tags": set(),
-    "companies": set(),
-    "kobjects": {"klass_id"},
+    "companies": {"_sdc_deleted_at"},
+    "kobjects": {"klass_id", "_sdc_deleted_at"},
+    "audit_logs": {"created_at", "object_type", "object_id"},
     **{stream: set() for stream in REFERENCE_STREAMS},
 }
 RESOURCE_TYPES = {
@@ -64,7 +66,7 @@ RESOURCE_TYPES = {
     "conversation_events": "customer_event",
 }
 #: Columns of the common shape a stream does not have: attachments are never updated.
-ABSENT_COLUMNS = {"attachments": {"updated_at"}}
+ABSENT_COLUMNS = {"attachments": {"updated_at"}, "audit_logs": {"updated_at"}}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -209,7 +211,7 @@ def test_timestamps_are_date_time(stream: str) -> None:
 def test_custom_attributes_are_open(stream: str) -> None:
     attributes = load_schema(stream)["properties"]["attributes"]
     assert attributes["additionalProperties"] is True
-    if stream in {"tags", "attachments", "conversation_events", *REFERENCE_STREAMS}:
+    if stream in {"tags", "attachments", "conversation_events", "audit_logs", *REFERENCE_STREAMS}:
         return
     assert attributes["properties"]["custom"] == {
         "type": ["object", "null"],
@@ -262,6 +264,7 @@ def test_relationships_shape(stream: str) -> None:
         "business_schedules": {"org", "createdBy", "modifiedBy", "deletedBy"},
         "queues": {"org", "createdBy", "modifiedBy"},
         "satisfaction_surveys": {"org", "createdBy", "modifiedBy", "template"},
+        "audit_logs": {"user"},
     }[stream]
     assert expected <= set(relationships["properties"])
     many = {"shortcuts", "userMentions", "teamMentions"}

@@ -1,9 +1,10 @@
 """The streams, one module per family.
 
-Conversations with their threads, records read through search, and full-table
-reference lists.
+Conversations with their threads, records read through search (customers, companies
+and kobjects with their deletes), full-table reference lists, and the audit log.
 """
 
+from tap_kustomer.streams.audit_logs import AuditLogsStream
 from tap_kustomer.streams.conversations import (
     AttachmentsStream,
     ConversationEventsStream,
@@ -11,6 +12,12 @@ from tap_kustomer.streams.conversations import (
     MessagesStream,
     NotesStream,
     ThreadStream,
+)
+from tap_kustomer.streams.deletes import (
+    CompaniesStream,
+    CustomersStream,
+    KobjectsStream,
+    TombstonesMixin,
 )
 from tap_kustomer.streams.reference import (
     BrandsStream,
@@ -24,16 +31,11 @@ from tap_kustomer.streams.reference import (
     TeamsStream,
     UsersStream,
 )
-from tap_kustomer.streams.searched import (
-    CompaniesStream,
-    CustomersStream,
-    KobjectsStream,
-    SearchedStream,
-    UpdatedSearchedStream,
-)
+from tap_kustomer.streams.searched import SearchedStream, UpdatedSearchedStream
 
 __all__ = [
     "AttachmentsStream",
+    "AuditLogsStream",
     "BrandsStream",
     "BusinessSchedulesStream",
     "CompaniesStream",
@@ -52,6 +54,7 @@ __all__ = [
     "TagsStream",
     "TeamsStream",
     "ThreadStream",
+    "TombstonesMixin",
     "UpdatedSearchedStream",
     "UsersStream",
 ]

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import typing as t
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 
 from singer_sdk import StreamSchema
 from typing_extensions import override
 
+from tap_kustomer.archive import ArchiveSeen, ArchiveSplit
 from tap_kustomer.client import KustomerStream
 from tap_kustomer.errors import NotFoundError, PermissionDeniedError
 from tap_kustomer.sdk_adapter import (
@@ -23,7 +25,7 @@ from tap_kustomer.sdk_adapter import (
 )
 from tap_kustomer.search import SearchWalk, WalkKey
 from tap_kustomer.streams.common import SCHEMAS, CustomAttributeSchema, iso, path, relationship_id
-from tap_kustomer.streams.searched import SearchedStream
+from tap_kustomer.streams.deletes import TombstonesMixin
 from tap_kustomer.targeted import (
     DEFAULT_BATCH_SIZE,
     QUEUE_SEQ_KEY,
@@ -49,12 +51,14 @@ if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context
 
 
-class ConversationsStream(SearchedStream):
+class ConversationsStream(TombstonesMixin):
     """Resolved conversations, bookmarked on resolution time, each with its whole thread.
 
     With ``resolved_only: false`` every conversation is read, bookmarked on update time.
     With ``data_mutability: true`` a resolved conversation changed after it was emitted
-    (tags, custom fields, any update) is emitted again with its thread.
+    (tags, custom fields, any update) is emitted again with its thread. A search run
+    ends with a tombstone for each conversation deleted since the last one; a targeted
+    run (``webhook_queue``) writes none, the next search run does.
     """
 
     name = "conversations"
@@ -147,12 +151,15 @@ class ConversationsStream(SearchedStream):
         """Walk the window; write each conversation's thread just before it.
 
         With ``webhook_queue`` set, the queued conversations are read instead, without
-        any search (see :meth:`_sync_targeted`).
+        any search (see :meth:`_sync_targeted`). A search run ends with the tombstones
+        of the conversations deleted since the last one.
         """
         targeted = bool(self.config.get("webhook_queue"))
         cursor = self._open_queue(context) if targeted else None
         try:
             self.check_key_once()
+            if cursor is None:
+                self.start_deletes_window()
             workers = max(1, int(self.config.get("max_workers", 4)))
             # One pool for the run: the thread fetches, plus one worker per bulk kind.
             pool = ThreadPoolExecutor(workers + 2, thread_name_prefix="kustomer-threads")
@@ -169,9 +176,15 @@ class ConversationsStream(SearchedStream):
         finally:
             if cursor is not None:
                 cursor.close()
+        if cursor is None:
+            self.emit_tombstones(context)
 
     def _planner(
-        self, streams: dict[str, ThreadStream], pool: ThreadPoolExecutor, workers: int
+        self,
+        streams: dict[str, ThreadStream],
+        pool: ThreadPoolExecutor,
+        workers: int,
+        strategy: str | None = None,
     ) -> ThreadPlanner:
         """The thread planner for the selected thread streams."""
         return ThreadPlanner(
@@ -180,7 +193,7 @@ class ConversationsStream(SearchedStream):
             kinds=[kind for kind in ALL_KINDS if kind.name in streams],
             pool=pool,
             workers=workers,
-            strategy=self.thread_strategy(),
+            strategy=strategy or self.thread_strategy(),
             is_not_found=lambda exc: isinstance(exc, NotFoundError),
             logger=self.logger,
         )
@@ -192,7 +205,9 @@ class ConversationsStream(SearchedStream):
         planner = self._planner(streams, pool, workers)
         for stream in streams.values():
             stream.start()
-        walk = self.new_walk(context)
+        split = self.archive_plan(context)
+        seen = self._write_archive_conversations(context, split, streams, pool, workers)
+        walk = self.new_walk(context, self.archive_read(split))
         self.logger.info(
             "Reading %s conversations with %s from %s to %s",
             "resolved" if self.walks_resolution else "updated",
@@ -203,7 +218,7 @@ class ConversationsStream(SearchedStream):
         try:
             with self.progress() as progress, self.state_written_on_failure():
                 unselected = 0
-                for conversation in self._walk_with_threads(walk, planner, streams):
+                for conversation in self._walk_with_threads(walk, planner, streams, seen):
                     progress.set_total(walk.stats.first_total)
                     yield conversation
                     progress.add()
@@ -235,6 +250,71 @@ class ConversationsStream(SearchedStream):
             ", ".join(f"{k} {n}" for k, n in sorted(stats.list_requests.items())) or "none",
             stats.by_way() or "none",
         )
+
+    # Archive search: conversations older than standard search's two years.
+
+    @override
+    def standard_lower(self, lower: datetime | None, split: ArchiveSplit) -> datetime | None:
+        """A resolution-time walk keeps its start: resolution time is not update time.
+
+        A conversation resolved three years ago and retagged last month is only in
+        standard search, at its old resolution time.
+        """
+        return lower if self.walks_resolution else super().standard_lower(lower, split)
+
+    def _write_archive_conversations(
+        self,
+        context: Context | None,
+        split: ArchiveSplit | None,
+        streams: dict[str, ThreadStream],
+        pool: ThreadPoolExecutor,
+        workers: int,
+    ) -> ArchiveSeen | None:
+        """Write the archive's conversations, each with its whole thread, first.
+
+        Archive search knows no ``conversation_status`` or
+        ``conversation_last_done_created_at``: it is walked by update time and, with
+        ``resolved_only``, only ``status == "done"`` is kept here. Their threads are
+        listed per conversation (the archive has no note context, and standard search
+        does not hold their old messages).
+
+        The bookmark (resolution or update time) does not move here: records are
+        written, not yielded, because update-time order is not bookmark order and the
+        standard walk that follows starts again from the bookmark (a resolution-time
+        walk) or from the overlap (an update-time walk). So the archive part comes
+        first, then the standard part moves the bookmark monotonically; a run stopped
+        in the archive part resumes from the old bookmark and reads it again.
+        """
+        if split is None:
+            return None
+        planner = self._planner(streams, pool, workers, strategy="per_conversation")
+        resolved_only = bool(self.config.get("resolved_only", True))
+        seen = ArchiveSeen(split.standard_from)
+        walk = self.archive_walk(context, split)
+        counter = OpenCounter(self) if self.selected else None
+        try:
+            for page in self.archive_pages(walk):
+                chosen = [c for c in page if not resolved_only or is_resolved(c)]
+                for conversation, thread in self._threads(planner, chosen, [], streams):
+                    for name, stream in streams.items():
+                        if planner.reads(name):
+                            stream.emit(thread.records(name), conversation)
+                    seen.add(conversation)
+                    record = self.post_process(conversation, context)
+                    if counter is not None and record is not None:
+                        write_record(self, record)
+                        counter.increment()
+        finally:
+            if counter is not None:
+                counter.close()
+        if self.archive_read(split):
+            self.log_archive(walk, seen, split)
+            self.logger.info(
+                "conversations: threads of %d archive conversations: %d list requests",
+                planner.stats.conversations,
+                planner.stats.requests,
+            )
+        return seen
 
     # Targeted mode: the conversations the webhook queue names, no search.
 
@@ -396,10 +476,12 @@ class ConversationsStream(SearchedStream):
         walk: SearchWalk,
         planner: ThreadPlanner,
         streams: dict[str, ThreadStream],
+        seen: ArchiveSeen | None = None,
     ) -> t.Iterator[dict[str, t.Any]]:
         # A dry run (--test) stops after a record or two: read no pages ahead of it.
         limited = self.record_limit is not None
-        pages = walk.pages() if limited else read_ahead(walk.pages())
+        fresh = (kept for page in walk.pages() if (kept := seen.fresh(page) if seen else page))
+        pages = fresh if limited else read_ahead(fresh)
         ahead = 0 if limited else LOOKAHEAD_CONVERSATIONS
         for batch, upcoming in with_upcoming(pages, ahead):
             for conversation, thread in self._threads(planner, batch, upcoming, streams):

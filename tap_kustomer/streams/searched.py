@@ -7,8 +7,15 @@ from datetime import datetime, timedelta, timezone
 
 from typing_extensions import override
 
+from tap_kustomer.archive import (
+    DEFAULT_MARGIN_DAYS,
+    STANDARD_SEARCH_DAYS,
+    ArchiveSeen,
+    ArchiveSplit,
+)
 from tap_kustomer.client import KustomerStream
-from tap_kustomer.errors import PermissionDeniedError
+from tap_kustomer.errors import BadRequestError, NotFoundError, PermissionDeniedError
+from tap_kustomer.sdk_adapter import OpenCounter, write_record
 from tap_kustomer.search import SEARCH_PAGE_SIZE, SearchWalk, WalkKey, parse_timestamp
 from tap_kustomer.streams.common import (
     SCHEMAS,
@@ -21,8 +28,7 @@ from tap_kustomer.streams.common import (
 if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context
 
-#: Standard search covers records updated within about two years.
-STANDARD_SEARCH_DAYS = 730
+__all__ = ["STANDARD_SEARCH_DAYS", "SearchedStream"]
 
 
 class SearchedStream(KustomerStream):
@@ -58,19 +64,18 @@ class SearchedStream(KustomerStream):
         end_date = parse_timestamp(self.config.get("end_date"))
         return min(end, end_date) if end_date else end
 
-    def new_walk(self, context: Context | None) -> SearchWalk:
-        """A walk from the bookmark (or start_date) to the window end."""
+    def new_walk(self, context: Context | None, split: ArchiveSplit | None = None) -> SearchWalk:
+        """The standard-search walk from the bookmark (or start_date) to the window end.
+
+        With ``split`` the archive has read the older part: the walk starts where
+        standard search holds everything (see :meth:`standard_lower`).
+        """
         lower = self.get_starting_timestamp(context)
         upper = self.window_end()
-        horizon = upper - timedelta(days=STANDARD_SEARCH_DAYS)
-        if lower is None or lower < horizon:
-            self.logger.warning(
-                "%s: Kustomer's standard search holds only records updated in the last 2 "
-                "years (since %s); older ones are only in its archive search, which this "
-                "tap does not read",
-                self.name,
-                horizon.date().isoformat(),
-            )
+        if split is not None:
+            lower = self.standard_lower(lower, split)
+        else:
+            self.warn_if_beyond_horizon(lower, upper)
         return SearchWalk(
             search=self.search,
             query_context=self.query_context,
@@ -81,16 +86,138 @@ class SearchedStream(KustomerStream):
             page_size=self.walk_page_size(),
         )
 
+    def warn_if_beyond_horizon(self, lower: datetime | None, upper: datetime) -> None:
+        """Say that records older than standard search's two years are left out."""
+        horizon = upper - timedelta(days=STANDARD_SEARCH_DAYS)
+        if lower is None or lower < horizon:
+            self.logger.warning(
+                "%s: Kustomer's standard search holds only records updated in the last 2 "
+                "years (since %s); older ones are only in its archive search, which this "
+                "run does not read (archive_search is off or unavailable)",
+                self.name,
+                horizon.date().isoformat(),
+            )
+
+    # Archive search: the part of the window older than standard search holds.
+
+    def standard_lower(self, lower: datetime | None, split: ArchiveSplit) -> datetime | None:
+        """Where the standard walk starts once the archive read the older part.
+
+        An update-time walk needs standard search only from ``split.standard_from``:
+        everything updated before it came from the archive.
+        """
+        return split.standard_from if lower is None else max(lower, split.standard_from)
+
+    def archive_plan(self, context: Context | None) -> ArchiveSplit | None:
+        """The split of this run's window, or None when only standard search is read.
+
+        None when the window stays within standard search, when ``archive_search`` is
+        off or failed earlier in the run, and in a dry run (which reads a handful of
+        recent records).
+        """
+        now = datetime.fromtimestamp(self.budget.server_time(), tz=timezone.utc)
+        margin = float(self.config.get("archive_margin_days", DEFAULT_MARGIN_DAYS))
+        split = ArchiveSplit.at(now, margin)
+        if not split.reaches(self.get_starting_timestamp(context)):
+            return None
+        if not self.config.get("archive_search", True) or self.run.archive_unavailable:
+            return None
+        return None if self.record_limit is not None else split
+
+    def archive_walk(self, context: Context | None, split: ArchiveSplit) -> SearchWalk:
+        """The archive walk: by update then creation time, up to ``split.archive_until``.
+
+        Archive search filters and sorts on ``<context>_updated_at``/``_created_at``
+        only, so every stream walks it by update time, with no other criteria. Each
+        query starts at page 1 (keyset), so none reaches its 100-page limit.
+        """
+        return SearchWalk(
+            search=self.archive_search,
+            query_context=self.query_context,
+            criteria=[],
+            keys=[
+                WalkKey(f"{self.query_context}_updated_at", ("updatedAt",)),
+                WalkKey(f"{self.query_context}_created_at", ("createdAt",)),
+            ],
+            lower=self.get_starting_timestamp(context),
+            upper=min(split.archive_until, self.window_end()),
+            page_size=self.walk_page_size(),
+        )
+
+    def archive_pages(self, walk: SearchWalk) -> t.Iterator[list[dict[str, t.Any]]]:
+        """The archive walk's pages; an archive refused outright ends it with a warning.
+
+        A 403, 404 or 400 on the first archive query means the key or org lacks the
+        feature: the run goes on with standard search only, and says so once. The
+        same answer later in a walk is a real failure and stops the run.
+        """
+        try:
+            yield from walk.pages()
+        except (PermissionDeniedError, NotFoundError, BadRequestError) as error:
+            if walk.stats.requests > 0:
+                raise
+            self.run.archive_unavailable = str(error)
+            self.logger.warning(
+                "Kustomer's archive search is unavailable (%s); reading standard search "
+                "only, so records updated more than 2 years ago are left out",
+                error,
+            )
+
+    def write_archive(self, context: Context | None, split: ArchiveSplit) -> ArchiveSeen:
+        """Write the archive's records of the window, before any standard-search record.
+
+        They are written, not yielded to the SDK, so the bookmark does not move while
+        the archive is read: the archive comes in update-time order, which is neither
+        the bookmark's key nor before what standard search returns next. A run stopped
+        here resumes from the old bookmark and reads the archive again.
+        """
+        seen = ArchiveSeen(split.standard_from)
+        walk = self.archive_walk(context, split)
+        counter = OpenCounter(self) if self.selected else None
+        try:
+            for page in self.archive_pages(walk):
+                for row in page:
+                    seen.add(row)
+                    record = self.post_process(row, context)
+                    if counter is not None and record is not None:
+                        write_record(self, record)
+                        counter.increment()
+        finally:
+            if counter is not None:
+                counter.close()
+        if self.archive_read(split):
+            self.log_archive(walk, seen, split)
+        return seen
+
+    def archive_read(self, split: ArchiveSplit | None) -> ArchiveSplit | None:
+        """``split`` if the archive was read, None if it turned out unavailable."""
+        return None if self.run.archive_unavailable else split
+
+    def log_archive(self, walk: SearchWalk, seen: ArchiveSeen, split: ArchiveSplit) -> None:
+        """One line: which part of the window the archive read, and what it gave."""
+        self.logger.info(
+            "%s: archive search read records updated from %s to %s: %d records in %d "
+            "requests; standard search reads from %s",
+            self.name,
+            _day(walk.lower),
+            _day(walk.upper),
+            seen.records,
+            walk.stats.requests,
+            _day(self.standard_lower(walk.lower, split)),
+        )
+
     @override
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
         """Every record of the window, oldest first."""
         self.check_key_once()
         try:
             with self.progress() as progress, self.state_written_on_failure():
-                walk = self.new_walk(context)
+                split = self.archive_plan(context)
+                seen = self.write_archive(context, split) if split else None
+                walk = self.new_walk(context, self.archive_read(split))
                 for page in walk.pages():
                     progress.set_total(walk.stats.first_total)
-                    yield from page
+                    yield from seen.fresh(page) if seen else page
                     progress.add(len(page))
         except PermissionDeniedError as error:
             if not self.skip_if_allowed(error):
@@ -203,6 +330,11 @@ class KobjectsStream(UpdatedSearchedStream):
             entry["data"] = {"type": "klass", "id": klass}
         row["klass_id"] = klass
         return row
+
+
+def _day(value: datetime | None) -> str:
+    """A date for a log line; None is the start of history."""
+    return value.date().isoformat() if value else "the beginning"
 
 
 def klass_from_type(value: t.Any) -> str | None:

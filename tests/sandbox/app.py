@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from . import children
+from .audit import AuditLog
 from .clock import SandboxClock, fmt_ms, ms_to_dt, parse_ts
 from .options import KeySpec, SandboxOptions
 from .outbound import Outbound
@@ -54,6 +55,8 @@ class Sandbox:
         self.options = options or SandboxOptions()
         self.clock = SandboxClock(parse_ts(self.options.now))
         self.store = Store(self.options, self.clock)
+        self.audit = AuditLog(self.store)
+        self.store.audit = self.audit
         self.outbound = Outbound(self)
         self.api = Api(self)
         self.control = Control(self)
@@ -210,6 +213,39 @@ class Sandbox:
         """Apply a few hours of activity and advance the clock by ``hours``."""
         return self.store.simulate_activity(hours, seed)
 
+    # -- permanent deletes and the audit log (audit.py) -----------------------------------
+    def delete_conversation(self, conversation_id: str, user: int = 0) -> dict[str, Any]:
+        """Delete a conversation (and its messages and notes) for good; returns the
+        audit log's delete event."""
+        return self.store.delete("conversation", conversation_id, user=user)
+
+    def delete_customer(self, customer_id: str, user: int = 0) -> dict[str, Any]:
+        """Delete a customer for good (its conversations stay); returns the delete event."""
+        return self.store.delete("customer", customer_id, user=user)
+
+    def delete_company(self, company_id: str, user: int = 0) -> dict[str, Any]:
+        """Delete a company for good; returns the delete event."""
+        return self.store.delete("company", company_id, user=user)
+
+    def delete_kobject(self, kobject_id: str, user: int = 0) -> dict[str, Any]:
+        """Delete a kobject for good; returns the delete event."""
+        return self.store.delete("kobject", kobject_id, user=user)
+
+    def audit_log(
+        self, object_types: list[str] | tuple[str, ...] | None = None, since: TimeLike = None
+    ) -> list[dict[str, Any]]:
+        """Truth: every audit log event (of ``object_types``, created at or after
+        ``since``) as the endpoint serves it, oldest first."""
+        with self.store.lock:
+            return self.audit.truth(object_types, since)
+
+    def deleted_ids(self, kind: str) -> list[str]:
+        """Truth: ids of the records of ``kind`` (plural) deleted for good."""
+        single = _KIND[kind]
+        with self.store.lock:
+            recs = self.store.records(single)
+            return [_id_of(recs[i]) for i in sorted(self.store.deleted.get(single, ()))]
+
     # -- outbound webhooks (outbound.py) -------------------------------------------------------
     def add_webhook(
         self,
@@ -295,7 +331,7 @@ class Sandbox:
                     out[kind] = self._child_truth(kind)
                     continue
                 single = _KIND[kind]
-                recs = self.store.records(single)
+                recs = self._live(single)
                 if single in ("conversation", "message", "note", "customer", "company", "kobject"):
                     out[kind] = [self.store.render(single, r) for r in recs]
                 else:
@@ -343,7 +379,7 @@ class Sandbox:
         with self.store.lock:
             return [
                 c["id"]
-                for c in self.store.conversations
+                for c in self._live("conversation")
                 if c["status"] == "done"
                 and c["lastDone"] is not None
                 and (lo is None or c["lastDone"]["at"] >= lo)
@@ -356,7 +392,7 @@ class Sandbox:
         single = _KIND[kind]
         with self.store.lock:
             out = []
-            for rec in self.store.records(single):
+            for rec in self._live(single):
                 if isinstance(rec, dict) and "attributes" in rec:
                     stamp = parse_ts(rec["attributes"]["updatedAt"])
                     rid = rec["id"]
@@ -368,9 +404,19 @@ class Sandbox:
                     out.append(rid)
             return out
 
+    def _live(self, single: str) -> list[Any]:
+        """The records of a kind, without those deleted for good."""
+        recs = self.store.records(single)
+        gone = self.store.deleted.get(single)
+        return [r for i, r in enumerate(recs) if i not in gone] if gone else recs
+
     def tie_cluster_times(self) -> list[dict[str, Any]]:
         """The generated tie clusters: kind, size and the shared timestamp."""
         return [{"kind": k, "size": n, "at": fmt_ms(t)} for k, n, t in self.store.cluster_times]
+
+
+def _id_of(rec: Any) -> str:
+    return str(rec["id"] if isinstance(rec, dict) else rec.id)
 
 
 def _keyspec(value: Any) -> KeySpec:
@@ -407,6 +453,10 @@ class Control:
         "add_kobject",
         "update_kobject",
         "add_conversation",
+        "delete_conversation",
+        "delete_customer",
+        "delete_company",
+        "delete_kobject",
         "simulate_activity",
         "advance_clock",
         "add_webhook",
@@ -466,6 +516,9 @@ class Control:
                 return sb.webhook_attempts()
             if name == "webhooks":
                 return sb.webhooks()
+            if name == "audit_log":
+                types = query.get("object_types")
+                return sb.audit_log(types.split(",") if types else None, query.get("since"))
             if name == "child_counts":
                 return {"attachments": sb.attachment_count(), "events": sb.event_count()}
             raise KeyError(f"unknown control endpoint GET {name}")

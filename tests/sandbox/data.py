@@ -162,7 +162,10 @@ def _time_span(options: SandboxOptions) -> tuple[int, int]:
     """[start, end] of generated activity: ~``months`` ending a few minutes before now."""
     now = parse_ts(options.now)
     end = now - 5 * MINUTE
-    start = end - int(options.months * 30.44 * DAY)
+    if options.history_years is not None:
+        start = end - int(options.history_years * 365.25 * DAY)
+    else:
+        start = end - int(options.months * 30.44 * DAY)
     return start, end
 
 

@@ -35,6 +35,7 @@ RESOURCE_ROLES: dict[str, tuple[str, ...]] = {
     "satisfaction": ("org.user.satisfaction.read", "org.permission.satisfaction.read"),
     "attachment": ("org.user.attachment.read", "org.permission.attachment.read"),
     "event": ("org.user.event.read", "org.permission.event.read"),
+    "audit_logs": ("org.user.audit_logs.read", "org.permission.audit_logs.read"),
     # Outbound webhooks: which role creates one is UNCERTAIN upstream, so each of the
     # names Kustomer's documents use is accepted; a role that creates also reads/deletes.
     "outbound_webhook": (
@@ -110,6 +111,9 @@ class SandboxOptions:
     tags: int = 50
     users: int = 8
     months: int = 18
+    #: years of generated history, overriding ``months`` (e.g. 4: about half the
+    #: records are older than standard search's two years); None = use ``months``
+    history_years: float | None = None
     #: extra clusters sharing one timestamp: (kind, size), kind in
     #: "resolve" | "import" | "customers"
     tie_clusters: list[tuple[str, int]] = field(default_factory=list)
@@ -155,6 +159,18 @@ class SandboxOptions:
     #: standard search only covers records updated within this many days (the
     #: OAS says 2 years; older ones need archive search); None = no limit
     search_max_age_days: float | None = 730.0
+    #: where the two-year cutoff falls: "ms" (exactly now - search_max_age_days) or
+    #: "day" (that instant floored to UTC midnight); the real granularity is UNCERTAIN
+    search_cutoff_granularity: str = "ms"
+    #: archive search (``POST /v1/customers/archive/search``) holds records updated
+    #: before the cutoff plus this many days, so both indexes hold the records at the
+    #: boundary (whether the real indexes overlap is UNCERTAIN); 0 = no overlap
+    archive_overlap_days: float = 1.0
+    #: archive search's "hard limit of 100 pages": a later page is answered 400
+    archive_max_pages: int = 100
+    #: answer every archive search with this status (403, 404, 400: an org or key
+    #: without the feature); None = serve it
+    archive_status: int | None = None
     #: the OAS limits and/or/not arrays to 20 unique criteria; None = no limit
     search_max_criteria: int | None = 20
     #: bodies above this size get 413 (the docs say 100 kb)
@@ -195,6 +211,11 @@ class SandboxOptions:
     webhook_reorder_hold_seconds: float = 0.1
     #: every attempt fails as if the network were down (no request is made)
     webhook_deliveries_fail: bool = False
+
+    # --- audit log (read on every request; see audit.py) ---------------------------
+    #: the largest ``count`` of ``GET /v1/audit-logs`` (the OAS: 1,000); larger ones are
+    #: clamped, so a small value makes a client page
+    audit_max_page_size: int = 1000
 
     # --- bookkeeping -----------------------------------------------------------
     request_log_size: int = 5000

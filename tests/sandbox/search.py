@@ -7,6 +7,7 @@ import json
 import re
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .clock import parse_ts
@@ -31,6 +32,20 @@ BODY_KEYS = {
     "fields",
 }
 OPS = ("gte", "gt", "lte", "lt", "equals")
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What one search endpoint accepts: body keys, contexts, custom fields, sorts."""
+
+    body_keys: frozenset[str]
+    contexts: re.Pattern[str]
+    custom_fields: bool = True
+    sortable: Callable[[str], bool] = lambda name: True
+
+
+#: ``POST /v1/customers/search``: every field it knows sorts.
+STANDARD = Dialect(frozenset(BODY_KEYS), QUERY_CONTEXT_RE)
 
 Getter = Callable[[Any], Any]
 Pred = Callable[[Any], bool]
@@ -206,16 +221,18 @@ class Query:
         fields: dict[str, dict[str, tuple[str, Getter]]],
         strict: bool = True,
         max_criteria: int | None = 20,
+        dialect: Dialect | None = None,
     ) -> None:
         self.max_criteria = max_criteria
+        self.dialect = dialect or STANDARD
         if not isinstance(body, dict):
             raise SearchError("request body must be a JSON object")
         if strict:
-            unknown = sorted(set(body) - BODY_KEYS)
+            unknown = sorted(set(body) - self.dialect.body_keys)
             if unknown:
                 raise SearchError(f"unknown body properties: {', '.join(unknown)}")
         context = body.get("queryContext")
-        if not isinstance(context, str) or not QUERY_CONTEXT_RE.match(context):
+        if not isinstance(context, str) or not self.dialect.contexts.match(context):
             raise SearchError(f"invalid queryContext: {context!r}")
         self.context = context
         self.fields = fields.get(context)
@@ -239,7 +256,7 @@ class Query:
     def _field(self, name: str) -> tuple[str, Getter]:
         if self.fields is not None and name in self.fields:
             return self.fields[name]
-        custom = _custom_field(self.context, name)
+        custom = _custom_field(self.context, name) if self.dialect.custom_fields else None
         if custom is not None:
             return custom
         raise SearchError(f"unsupported search field {name!r} for queryContext {self.context!r}")
@@ -361,6 +378,8 @@ class Query:
                 if direction not in ("asc", "desc"):
                     raise SearchError(f"sort direction must be asc or desc, got {direction!r}")
                 kind, get = self._field(name)
+                if not self.dialect.sortable(name):
+                    raise SearchError(f"{name!r} is not a sortable field")
                 getter = _sort_getter(kind, get)
                 out.append((name, getter, direction == "desc"))
         if len(out) > 5:

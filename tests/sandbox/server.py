@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from . import children
+from .archive import ARCHIVE, ARCHIVE_PATH, archive_fields
 from .clock import fmt_ms
 from .data import COMPANY_CUSTOM, CONVERSATION_CUSTOM, CUSTOMER_CUSTOM, MESSAGE_CUSTOM
 from .options import RESOURCE_ROLES, KeySpec
@@ -201,6 +202,7 @@ Route = tuple[str, "re.Pattern[str]", str, "str | None", str]
 def _routes() -> list[Route]:
     table = [
         ("POST", "/v1/customers/search", "search", "api_search"),
+        ("POST", ARCHIVE_PATH, "search", "api_archive_search"),
         ("GET", "/v1/auth/tokens/current", None, "api_token"),
         ("GET", "/v1/users/current", None, "api_current_user"),
         ("GET", "/v1/conversations", "conversation", "api_list_conversations"),
@@ -239,6 +241,7 @@ def _routes() -> list[Route]:
         ("GET", "/v1/routing/queues/{id}", "routing", "api_reference_get"),
         ("GET", "/v1/satisfaction", "satisfaction", "api_reference_list"),
         ("GET", "/v1/metadata/{id}", "metadata", "api_metadata"),
+        ("GET", "/v1/audit-logs", "audit_logs", "api_audit_logs"),
         # the event catalog first: "events" must not be taken for a webhook id
         ("GET", "/v1/outbound-webhooks/events", "outbound_webhook", "api_webhook_events"),
         ("GET", "/v1/outbound-webhooks", "outbound_webhook", "api_list_webhooks"),
@@ -264,6 +267,7 @@ class Api:
         self.sb = sandbox
         self.store = sandbox.store
         self.fields = build_fields(self.store)
+        self.archive_fields = archive_fields(self.fields)
         self.cache = ResultCache()
         self.indexes: dict[tuple[str, str], tuple[int, list[Any], list[Any]]] = {}
         self.filtered: OrderedDict[str, tuple[int, list[Any], list[Any]]] = OrderedDict()
@@ -292,7 +296,7 @@ class Api:
             None,
         )
         template = route[0] if route else ("UNMATCHED" if path != TOKEN_PATH else TOKEN_PATH)
-        is_search = template == "/v1/customers/search"
+        is_search = template in ("/v1/customers/search", ARCHIVE_PATH)
         label = f"{method} {template}"
         rl_headers: dict[str, str] = {}
         try:
@@ -499,6 +503,23 @@ class Api:
         self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str
     ) -> dict[str, Any]:
         """POST /v1/customers/search."""
+        return self._serve_search(spec, query, body, archive=False)
+
+    def api_archive_search(
+        self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str
+    ) -> dict[str, Any]:
+        """POST /v1/customers/archive/search: only records older than standard search's."""
+        status = self.sb.options.archive_status
+        if status is not None:
+            raise ApiError(
+                status, "archive_unavailable", "Archive Search Unavailable", "not enabled"
+            )
+        return self._serve_search(spec, query, body, archive=True)
+
+    def _serve_search(
+        self, spec: KeySpec, query: dict[str, str], body: bytes, *, archive: bool
+    ) -> dict[str, Any]:
+        """One page of standard or archive search; they differ in dialect and in age."""
         opts = self.sb.options
         if len(body) > opts.max_body_bytes:
             raise ApiError(
@@ -515,9 +536,10 @@ class Api:
             q = Query(
                 self.store,
                 parsed,
-                self.fields,
+                self.archive_fields if archive else self.fields,
                 strict=opts.search_strict_body,
                 max_criteria=opts.search_max_criteria,
+                dialect=ARCHIVE if archive else None,
             )
         except SearchError as exc:
             raise ApiError(400, "bad_request", "Bad Request", str(exc)) from exc
@@ -525,11 +547,18 @@ class Api:
         if resource in RESOURCE_ROLES and not spec.allows(resource):
             self._deny(spec, resource)
         page, size = _page_params(query, opts.search_default_page_size, opts.search_max_page_size)
+        if archive and page > opts.archive_max_pages:
+            raise ApiError(
+                400,
+                "bad_request",
+                "Bad Request",
+                f"archive search serves at most {opts.archive_max_pages} pages",
+            )
         if q.fields is None:
             hits: list[Any] = []
         else:
             # A page's hits are ordered only as far as that page needs.
-            cache_key = f"{q.cache_key}|{page * size}"
+            cache_key = f"{'archive|' if archive else ''}{q.cache_key}|{page * size}"
             hits_cached = self.cache.get(cache_key, self.store.version)
             if hits_cached is not None and not self.store.pending[q.context]:
                 hits = hits_cached
@@ -537,7 +566,7 @@ class Api:
                 records, lagging = self.store.search_view(q.context)
                 # Only this page's hits need their full order, unless the age filter
                 # drops some of them afterwards.
-                need = None if self._ages_filtered(q.context) else page * size
+                need = None if archive or self._ages_filtered(q.context) else page * size
                 hits = q.run(
                     records,
                     None if lagging else self._index_fn(q.context, records),
@@ -546,7 +575,8 @@ class Api:
                 )
                 if not lagging:
                     self.cache.put(cache_key, self.store.version, hits)
-        hits = self._age_filter(q.context, hits)
+        aged = self._archive_filter if archive else self._age_filter
+        hits = aged(q.context, hits)
         total = len(hits)
         total_pages = math.ceil(total / size)
         start = (page - 1) * size
@@ -563,7 +593,7 @@ class Api:
             chunk: list[Any] = []
         else:
             chunk = hits[start : min(start + size, cap)]
-        search_path = "/v1/customers/search"
+        search_path = ARCHIVE_PATH if archive else "/v1/customers/search"
         links = {
             "self": _link(search_path, query, page, size),
             "first": _link(search_path, query, 1, size),
@@ -590,10 +620,29 @@ class Api:
         days = self.sb.options.search_max_age_days
         if days is None:
             return None
-        cutoff = self.store.clock.now_ms() - int(days * 86_400_000)
+        cutoff = self._cutoff_ms(days)
         if self.store.generator.start >= cutoff:
             return None  # nothing that old exists
         return cutoff
+
+    def _cutoff_ms(self, days: float) -> int:
+        """now - ``days``, floored to UTC midnight with day granularity."""
+        cutoff = self.store.clock.now_ms() - int(days * 86_400_000)
+        if self.sb.options.search_cutoff_granularity == "day":
+            cutoff -= cutoff % 86_400_000
+        return cutoff
+
+    def _archive_filter(self, context: str, hits: list[Any]) -> list[Any]:
+        """Archive search holds only what standard search no longer does (plus overlap)."""
+        opts = self.sb.options
+        if opts.search_max_age_days is None or not hits:
+            return []
+        until = self._cutoff_ms(opts.search_max_age_days)
+        until += int(opts.archive_overlap_days * 86_400_000)
+        base = "kobject" if context.startswith("kobject") else context
+        name = f"{base}_updated_at"
+        get = self.archive_fields[context][name][1]
+        return [h for h in hits if get(h) < until]
 
     def _ages_filtered(self, context: str) -> bool:
         return self._age_cutoff() is not None and f"{context}_updated_at" in self.fields.get(
@@ -886,6 +935,17 @@ class Api:
         if rec is None:
             raise ApiError(404, "not_found", "Not Found", f"{kind.type} {id_} not found")
         return {"data": rec}
+
+    def api_audit_logs(
+        self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str
+    ) -> dict[str, Any]:
+        """GET /v1/audit-logs: newest first, cursor ``before``/``after`` (see audit.py)."""
+        from .audit import ApiQueryError
+
+        try:
+            return self.sb.audit.page(path, query, self.sb.options.audit_max_page_size)
+        except ApiQueryError as exc:
+            raise ApiError(400, "invalid_parameter", "Bad Request", str(exc)) from exc
 
     def api_metadata(
         self, spec: KeySpec, match: Any, query: dict[str, str], body: bytes, path: str

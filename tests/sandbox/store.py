@@ -61,6 +61,10 @@ class Store:
         # it can turn it into webhook events
         self.webhooks: dict[str, dict[str, Any]] = {}
         self.observer: Any = None
+        # audit.py: the audit log hears of every change (and delete) once generated;
+        # permanently deleted records stay in their lists (ids are list positions)
+        self.audit: Any = None
+        self.deleted: dict[str, set[int]] = {k: set() for k in SEARCH_KINDS}
         self.cluster_times: list[tuple[str, int, int]] = []
         # children.py: events of conversations a mutation changed (the others derive
         # theirs from their state), the counter of mutation events' ids, and pinned
@@ -114,7 +118,7 @@ class Store:
             return None
         items = self.records(kind)
         idx = parsed[1]
-        if idx >= len(items):
+        if idx >= len(items) or idx in self.deleted.get(kind, ()):
             return None
         rec = items[idx]
         rec_id = rec.id if isinstance(rec, (Msg, Note)) else rec["id"]
@@ -185,6 +189,8 @@ class Store:
             pend[idx] = [(_NEG, base)]
         if self.observer is not None:
             self.observer.before(kind, idx, new)
+        if self.audit is not None:
+            self.audit.before(kind, idx, new)
 
     def _changed(self, kind: str, idx: int, at: int) -> None:
         """Call after changing a record: queue the new version for the index."""
@@ -192,6 +198,8 @@ class Store:
         self.version += 1
         if self.observer is not None:
             self.observer.after(kind, idx, at)
+        if self.audit is not None:
+            self.audit.after(kind, idx, at)
 
     def search_view(self, context: str) -> tuple[list[Any], bool]:
         """Records the search index holds right now, and whether any are lagging."""
@@ -204,8 +212,9 @@ class Store:
     def _search_view(self, kind: str) -> tuple[list[Any], bool]:
         items = self.records(kind)
         pend = self.pending[kind]
+        gone = self.deleted.get(kind, set())
         if not pend:
-            return items, False
+            return ([r for i, r in enumerate(items) if i not in gone] if gone else items), False
         now = self.clock.now_ms()
         lag = int(self.options.index_lag_seconds * 1000)
         out: list[Any] = []
@@ -214,7 +223,8 @@ class Store:
         for i, rec in enumerate(items):
             versions = pend.get(i)
             if versions is None:
-                out.append(rec)
+                if i not in gone:
+                    out.append(rec)
                 continue
             chosen = None
             for pos in range(len(versions) - 1, -1, -1):
@@ -486,6 +496,35 @@ class Store:
             self._changed("customer", rec["idx"], at)
             return rec
 
+    def delete(self, kind: str, id_: str, at: int | None = None, user: int = 0) -> dict[str, Any]:
+        """Delete a conversation, customer, company or kobject permanently.
+
+        GET answers 404 from now on, search stops finding it once the index lag has
+        passed (a conversation's messages and notes go with it), and only the audit
+        log keeps a trace: one delete event, which is returned.
+        """
+        if kind not in ("conversation", "customer", "company", "kobject"):
+            raise ValueError(f"{kind} records cannot be deleted here")
+        with self.lock:
+            rec = self._require(kind, id_)
+            at = self._now(at)
+            gone = [(kind, rec["idx"])]
+            if kind == "conversation":
+                gone += [("message", i) for i in rec["msgs"]]
+                gone += [("note", i) for i in rec["notes"]]
+            for what, idx in gone:
+                versions = self.pending[what].setdefault(
+                    idx, [(_NEG, self._snap(self.records(what)[idx]))]
+                )
+                versions.append((at, None))
+                self.deleted[what].add(idx)
+            self.version += 1
+            user_id = self.users[user]["id"] if self.users else None
+            if self.audit is None:
+                return {}
+            event: dict[str, Any] = self.audit.deleted(kind, id_, at, user_id)
+            return event
+
     # -- companies and kobjects ---------------------------------------------------
     _COMPANY_FIELDS = ("name", "externalId", "domains", "tags")
     _KOBJECT_FIELDS = ("title", "description", "externalId", "images", "tags")
@@ -631,9 +670,19 @@ class Store:
         lo = max(0, len(convs) - 2000) if recent else 0
         for _ in range(200):
             conv = convs[r.randrange(lo, len(convs))]
-            if want(conv):
+            if want(conv) and conv["idx"] not in self.deleted["conversation"]:
                 return [conv]
         return []
+
+    def _live_choice(self, r: random.Random, kind: str) -> dict[str, Any]:
+        """A random record of ``kind`` not deleted (the same draw when none is)."""
+        items = self.records(kind)
+        rec: dict[str, Any] = r.choice(items)
+        for _ in range(200):
+            if rec["idx"] not in self.deleted[kind]:
+                break
+            rec = r.choice(items)
+        return rec
 
     # -- scenario ---------------------------------------------------------------
     def simulate_activity(self, hours: float, seed: int | None = None) -> dict[str, Any]:
@@ -710,12 +759,12 @@ class Store:
                         summary["re_resolved"].append(cid)
                         summary["resolved"].append(cid)
                 elif kind == "tag" and self.tags:
-                    conv = r.choice(self.conversations)
+                    conv = self._live_choice(r, "conversation")
                     tags = [t["id"] for t in r.sample(self.tags, min(2, len(self.tags)))]
                     self.set_tags(conv["id"], tags, at=at)
                     summary["tagged"].append(conv["id"])
                 elif kind == "custom":
-                    conv = r.choice(self.conversations)
+                    conv = self._live_choice(r, "conversation")
                     self.set_custom(
                         conv["id"],
                         {"escalatedBool": True, "refundAmountNum": r.randrange(5, 200)},
@@ -723,7 +772,7 @@ class Store:
                     )
                     summary["custom_changed"].append(conv["id"])
                 elif kind == "note":
-                    conv = r.choice(self.conversations)
+                    conv = self._live_choice(r, "conversation")
                     note = self.add_note(conv["id"], body="Checked with the team ✅", at=at)
                     summary["notes"].append(note.id)
                 elif kind == "new_conv":
@@ -733,7 +782,7 @@ class Store:
                     cust = self.add_customer(at=at)
                     summary["new_customers"].append(cust["id"])
                 elif kind == "upd_cust":
-                    cust = r.choice(self.customers)
+                    cust = self._live_choice(r, "customer")
                     self.update_customer(
                         cust["id"], at=at, custom={"tierStr": r.choice(["gold", "silver"])}
                     )
