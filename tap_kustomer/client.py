@@ -42,7 +42,7 @@ from tap_kustomer.errors import (
     UnexpectedResponseError,
 )
 from tap_kustomer.progress import DEFAULT_INTERVAL, Progress
-from tap_kustomer.sdk_adapter import send, tap_of
+from tap_kustomer.sdk_adapter import OpenCounter, send, tap_of, write_record
 
 if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context
@@ -237,6 +237,31 @@ class KustomerStream(RESTStream[t.Any]):
             if not self.run.key_checked:
                 self.request_json("GET", f"{API_PREFIX}/auth/tokens/current", connection_tries=3)
                 self.run.key_checked = True
+
+    @contextlib.contextmanager
+    def writing_directly(
+        self, context: Context | None
+    ) -> t.Iterator[t.Callable[[dict[str, t.Any]], None]]:
+        """A function that writes one raw row as a record, bypassing the SDK's bookmark.
+
+        For rows outside the sorted walk (an archive part, a targeted run's queue
+        order): the SDK would move the replication bookmark from them, or refuse them
+        as unsorted. Rows are post-processed and counted as the SDK's own would be;
+        nothing is written for an unselected stream.
+        """
+        counter = OpenCounter(self) if self.selected else None
+
+        def write(row: dict[str, t.Any]) -> None:
+            record = self.post_process(row, context)
+            if counter is not None and record is not None:
+                write_record(self, record)
+                counter.increment()
+
+        try:
+            yield write
+        finally:
+            if counter is not None:
+                counter.close()
 
     @contextlib.contextmanager
     def state_written_on_failure(self) -> t.Iterator[None]:

@@ -291,22 +291,11 @@ class ConversationsStream(TombstonesMixin):
         resolved_only = bool(self.config.get("resolved_only", True))
         seen = ArchiveSeen(split.standard_from)
         walk = self.archive_walk(context, split)
-        counter = OpenCounter(self) if self.selected else None
-        try:
+        with self.writing_directly(context) as write:
             for page in self.archive_pages(walk):
                 chosen = [c for c in page if not resolved_only or is_resolved(c)]
-                for conversation, thread in self._threads(planner, chosen, [], streams):
-                    for name, stream in streams.items():
-                        if planner.reads(name):
-                            stream.emit(thread.records(name), conversation)
+                for conversation in self._write_with_threads(planner, chosen, streams, write):
                     seen.add(conversation)
-                    record = self.post_process(conversation, context)
-                    if counter is not None and record is not None:
-                        write_record(self, record)
-                        counter.increment()
-        finally:
-            if counter is not None:
-                counter.close()
         if self.archive_read(split):
             self.log_archive(walk, seen, split)
             self.logger.info(
@@ -315,6 +304,21 @@ class ConversationsStream(TombstonesMixin):
                 planner.stats.requests,
             )
         return seen
+
+    def _write_with_threads(
+        self,
+        planner: ThreadPlanner,
+        conversations: list[dict[str, t.Any]],
+        streams: dict[str, ThreadStream],
+        write: t.Callable[[dict[str, t.Any]], None],
+    ) -> t.Iterator[dict[str, t.Any]]:
+        """Write each conversation after its whole thread; yield it once written."""
+        for conversation, thread in self._threads(planner, conversations, [], streams):
+            for name, stream in streams.items():
+                if planner.reads(name):
+                    stream.emit(thread.records(name), conversation)
+            write(conversation)
+            yield conversation
 
     # Targeted mode: the conversations the webhook queue names, no search.
 
@@ -378,9 +382,12 @@ class ConversationsStream(TombstonesMixin):
         size = chunk_size(fetcher.batch_size) if limit is None else max(1, limit)
         for stream in streams.values():
             stream.start()
-        counter = OpenCounter(self) if self.selected else None
         try:
-            with self.progress() as progress, self.state_written_on_failure():
+            with (
+                self.writing_directly(context) as write,
+                self.progress() as progress,
+                self.state_written_on_failure(),
+            ):
                 for entries in cursor.chunks(size):
                     stats.queued += len(entries)
                     chosen = []
@@ -398,14 +405,7 @@ class ConversationsStream(TombstonesMixin):
                             stats.skipped_unchanged += 1
                         else:
                             chosen.append(conversation)
-                    for conversation, thread in self._threads(planner, chosen, [], streams):
-                        for name, stream in streams.items():
-                            if planner.reads(name):
-                                stream.emit(thread.records(name), conversation)
-                        record = self.post_process(conversation, context)
-                        if counter is not None and record is not None:
-                            write_record(self, record)
-                            counter.increment()
+                    for _ in self._write_with_threads(planner, chosen, streams, write):
                         stats.emitted += 1
                     stats.missing = len(fetcher.missing)
                     progress.add(len(entries))
@@ -416,9 +416,6 @@ class ConversationsStream(TombstonesMixin):
         except PermissionDeniedError as error:
             if error.resource != "conversation" or not self.skip_if_allowed(error):
                 raise
-        finally:
-            if counter is not None:
-                counter.close()
         stats.fetch_requests = fetcher.requests
         for stream in streams.values():
             stream.finish()

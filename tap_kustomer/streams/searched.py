@@ -15,7 +15,6 @@ from tap_kustomer.archive import (
 )
 from tap_kustomer.client import KustomerStream
 from tap_kustomer.errors import BadRequestError, NotFoundError, PermissionDeniedError
-from tap_kustomer.sdk_adapter import OpenCounter, write_record
 from tap_kustomer.search import SEARCH_PAGE_SIZE, SearchWalk, WalkKey, parse_timestamp
 from tap_kustomer.streams.common import (
     SCHEMAS,
@@ -173,18 +172,11 @@ class SearchedStream(KustomerStream):
         """
         seen = ArchiveSeen(split.standard_from)
         walk = self.archive_walk(context, split)
-        counter = OpenCounter(self) if self.selected else None
-        try:
+        with self.writing_directly(context) as write:
             for page in self.archive_pages(walk):
                 for row in page:
                     seen.add(row)
-                    record = self.post_process(row, context)
-                    if counter is not None and record is not None:
-                        write_record(self, record)
-                        counter.increment()
-        finally:
-            if counter is not None:
-                counter.close()
+                    write(row)
         if self.archive_read(split):
             self.log_archive(walk, seen, split)
         return seen
