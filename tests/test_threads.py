@@ -30,7 +30,6 @@ from tests.sandbox import Sandbox, SandboxOptions
 from tests.tap_harness import run_tap
 from tests.truth import API_KEY, config_for, expected_resolved, settle, thread_ids
 
-
 ARCHIVE_SEARCH = "POST /v1/customers/archive/search"
 
 
