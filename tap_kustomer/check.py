@@ -361,6 +361,13 @@ def check_connection(tap: Tap, write: t.Callable[[str], object]) -> None:
     rows = compute_report(key.roles, stream_needs(tap))
     rate_limits = describe_rate_limits(probe.rate_limit_headers, time.time())
     lines = render_report(key, probe.api_host, rate_limits, rows)
+    if tap.config.get("emit_deletes", True) and not grant("audit_logs", key.roles)[0]:
+        lines += [
+            f"Note: deletes are read from the audit log ({role_for('audit_logs')}), which "
+            "the key lacks: runs will warn and write no tombstones for deleted "
+            "conversations, customers, companies and kobjects. Add the role, or set "
+            "emit_deletes: false.",
+        ]
     found = missing_roles(rows)
     if not found:
         lines += ["", "OK: the API key can read every selected stream."]

@@ -216,6 +216,17 @@ def test_an_opt_in_stream_needs_its_role_only_when_selected(
     assert last_error(run) == ERROR + ADD.format(what="this role", needs=needs)
 
 
+def test_tombstones_without_the_audit_role_are_a_note_not_an_error(sandbox, tmp_path):
+    run = check(sandbox, tmp_path, key="check-key-no-audit_logs-5c1f9e0a")
+    assert run.returncode == 0, run.stderr
+    assert "write no tombstones" in run.raw_stdout
+    assert "emit_deletes: false" in run.raw_stdout
+    quiet = check(sandbox, tmp_path, key="check-key-no-audit_logs-5c1f9e0a", emit_deletes=False)
+    assert "tombstones" not in quiet.raw_stdout
+    full = check(sandbox, tmp_path)
+    assert "tombstones" not in full.raw_stdout
+
+
 def test_skip_unauthorized_streams_already_on_is_named(sandbox, tmp_path):
     run = check(sandbox, tmp_path, key="check-key-no-tag-5c1f9e0a", skip_unauthorized_streams=True)
     assert run.returncode == 1
