@@ -42,7 +42,7 @@ from tap_kustomer.errors import (
     UnexpectedResponseError,
 )
 from tap_kustomer.progress import DEFAULT_INTERVAL, Progress
-from tap_kustomer.sdk_adapter import OpenCounter, send, tap_of, write_record
+from tap_kustomer.sdk_adapter import send, tap_of, write_tap_state
 
 if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context
@@ -239,31 +239,6 @@ class KustomerStream(RESTStream[t.Any]):
                 self.run.key_checked = True
 
     @contextlib.contextmanager
-    def writing_directly(
-        self, context: Context | None
-    ) -> t.Iterator[t.Callable[[dict[str, t.Any]], None]]:
-        """A function that writes one raw row as a record, bypassing the SDK's bookmark.
-
-        For rows outside the sorted walk (an archive part, a targeted run's queue
-        order): the SDK would move the replication bookmark from them, or refuse them
-        as unsorted. Rows are post-processed and counted as the SDK's own would be;
-        nothing is written for an unselected stream.
-        """
-        counter = OpenCounter(self) if self.selected else None
-
-        def write(row: dict[str, t.Any]) -> None:
-            record = self.post_process(row, context)
-            if counter is not None and record is not None:
-                write_record(self, record)
-                counter.increment()
-
-        try:
-            yield write
-        finally:
-            if counter is not None:
-                counter.close()
-
-    @contextlib.contextmanager
     def state_written_on_failure(self) -> t.Iterator[None]:
         """Write the STATE when the stream fails, so the next run resumes from it.
 
@@ -273,8 +248,7 @@ class KustomerStream(RESTStream[t.Any]):
         try:
             yield
         except Exception:
-            tap = tap_of(self)
-            tap.state_writer.write_state(tap.state)
+            write_tap_state(self)
             raise
 
     def progress(self) -> Progress:
@@ -446,7 +420,8 @@ class KustomerStream(RESTStream[t.Any]):
         else:
             roles = [ROLE_BY_RESOURCE.get(resource, resource)]
         return PermissionDeniedError(
-            f"The API key lacks a role needed for {resource}s (HTTP {response.status_code}). "
+            f"The API key lacks a role that stream '{self.name}' needs "
+            f"(HTTP {response.status_code} on {urlparse(response.url).path}). "
             f"Give a key the role(s) {' and '.join(roles)}, or deselect stream "
             f"'{self.name}' (or set skip_unauthorized_streams: true)",
             role=roles[-1],

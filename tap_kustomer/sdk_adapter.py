@@ -7,6 +7,7 @@ SDK upgrade that renames one fails that test instead of a user's run.
 
 from __future__ import annotations
 
+import contextlib
 import typing as t
 from types import FrameType
 
@@ -100,6 +101,43 @@ class OpenCounter:
     def close(self) -> None:
         """Log the final count, as the SDK does at the end of a sync."""
         self._counter.__exit__(None, None, None)
+
+
+def write_tap_state(stream: Stream) -> None:
+    """Write the whole tap's STATE now, also when unchanged.
+
+    Before a failure ends the run, or after a targeted run's chunk, so the next run
+    resumes from it. ``Tap.state_writer`` is public; it is reached through the stream's
+    tap, which only the private ``Stream._tap`` holds.
+    """
+    tap = tap_of(stream)
+    tap.state_writer.write_state(tap.state)
+
+
+@contextlib.contextmanager
+def direct_writer(
+    stream: Stream, context: Context | None
+) -> t.Iterator[t.Callable[[dict[str, t.Any]], None]]:
+    """A function that writes one raw row as a record of ``stream``, outside its sync loop.
+
+    For rows outside the sorted walk (an archive part, a targeted run's queue order):
+    the SDK would move the replication bookmark from them, or refuse them as unsorted.
+    Rows are post-processed and counted as the SDK's own would be; nothing is written
+    for an unselected stream.
+    """
+    counter = OpenCounter(stream) if stream.selected else None
+
+    def write(row: dict[str, t.Any]) -> None:
+        record = stream.post_process(row, context)
+        if counter is not None and record is not None:
+            write_record(stream, record)
+            counter.increment()
+
+    try:
+        yield write
+    finally:
+        if counter is not None:
+            counter.close()
 
 
 class TerminationHook:

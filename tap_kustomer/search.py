@@ -70,6 +70,18 @@ def format_timestamp(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
+def settled_end(config: t.Mapping[str, t.Any], server_time: float) -> datetime:
+    """The newest time a run may read: the server's now less the lag, at most end_date.
+
+    Kustomer indexes (and publishes) changes late; reading only what is older than the
+    lag means a record that arrives late still lands after the bookmark, for the next run.
+    """
+    lag = timedelta(minutes=float(config.get("index_lag_minutes", 15)))
+    end = datetime.fromtimestamp(server_time, tz=timezone.utc) - lag
+    end_date = parse_timestamp(config.get("end_date"))
+    return min(end, end_date) if end_date else end
+
+
 @dataclass(frozen=True)
 class WalkKey:
     """One ordering key: its search field and where its value sits in a record."""

@@ -382,9 +382,9 @@ def test_the_report_reads_both_role_families_and_broad_grants():
 
 def test_the_rendering_shows_the_key_tail_and_no_more():
     key = KeyInfo(name="etl", last_chars="abcdefghij", org_id="org1", roles=())
-    lines = render_report(key, "https://api.kustomerapp.com", "not reported", [])
+    lines = render_report(key, "https://kustomer.sandbox.invalid", "not reported", [])
     assert "  API key:     etl, ending in ...efghij" in lines
-    assert "  host:        https://api.kustomerapp.com" in lines
+    assert "  host:        https://kustomer.sandbox.invalid" in lines
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import math
+import re
 import subprocess
 import sys
 import time
@@ -94,8 +95,7 @@ def test_data_is_deterministic_and_shaped():
     now = parse_ts(NOW)
     for kind in ("conversations", "messages", "notes", "customers"):
         for rec in t[kind]:
-            assert len(rec["id"]) == 24
-            assert int(rec["id"], 16) >= 0
+            assert re.fullmatch(r"[0-9a-f]{24}", rec["id"]), rec["id"]
             assert rec["links"]["self"] == f"/v1/{kind}/{rec['id']}"
             upd = parse_ts(rec["attributes"]["updatedAt"])
             assert upd <= now

@@ -4,6 +4,7 @@ one fails here, and nothing outside ``tap_kustomer/sdk_adapter.py`` may use them
 from __future__ import annotations
 
 import inspect
+import json
 import re
 import signal
 from pathlib import Path
@@ -72,3 +73,30 @@ def test_no_module_but_the_adapter_uses_a_private_sdk_name():
         if pattern.search(line) or "sync_all" in line or "__enter__()" in line
     ]
     assert offenders == []
+
+
+def test_the_tap_state_goes_out_through_the_public_state_writer(capsys):
+    assert isinstance(inspect.getattr_static(singer_sdk.Tap, "state_writer"), property)
+    tap = TapKustomer(config={"api_key": "x" * 12, "api_url": "http://127.0.0.1:9"})
+    tap.state["bookmarks"] = {"tags": {"marker": 1}}
+    sdk_adapter.write_tap_state(tap.streams["tags"])
+    states = [m for m in messages(capsys.readouterr().out) if m["type"] == "STATE"]
+    assert states[-1]["value"]["bookmarks"]["tags"] == {"marker": 1}
+
+
+def test_the_direct_writer_writes_only_for_a_selected_stream(capsys):
+    tap = TapKustomer(config={"api_key": "x" * 12, "api_url": "http://127.0.0.1:9"})
+    stream = tap.streams["tags"]
+    row = {"id": "t1", "type": "tag", "attributes": {"name": "vip"}}
+    with sdk_adapter.direct_writer(stream, None) as write:
+        write(row)
+    records = [m for m in messages(capsys.readouterr().out) if m["type"] == "RECORD"]
+    assert [(m["stream"], m["record"]["id"]) for m in records] == [("tags", "t1")]
+    stream.selected = False
+    with sdk_adapter.direct_writer(stream, None) as write:
+        write(row)
+    assert not [m for m in messages(capsys.readouterr().out) if m["type"] == "RECORD"]
+
+
+def messages(out: str) -> list[dict]:
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]

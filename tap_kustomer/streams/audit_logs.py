@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import typing as t
-from datetime import datetime, timedelta, timezone
-from urllib.parse import urlparse
+from datetime import datetime
 
 from singer_sdk import StreamSchema
 from typing_extensions import override
 
 from tap_kustomer.audit_log import AUDIT_LOG_PATH, MAX_PAGE_SIZE, read_events
 from tap_kustomer.client import KustomerStream
-from tap_kustomer.errors import LEGACY_ROLE_BY_RESOURCE, ROLE_BY_RESOURCE, PermissionDeniedError
-from tap_kustomer.search import parse_timestamp
+from tap_kustomer.errors import PermissionDeniedError
+from tap_kustomer.search import settled_end
 from tap_kustomer.streams.common import SCHEMAS, iso, path
 
 if t.TYPE_CHECKING:
-    import requests
     from singer_sdk.helpers.types import Context
 
 
@@ -53,10 +51,7 @@ class AuditLogsStream(KustomerStream):
 
     def window_end(self) -> datetime:
         """The newest creation time this run reads."""
-        lag = timedelta(minutes=float(self.config.get("index_lag_minutes", 15)))
-        end = datetime.fromtimestamp(self.budget.server_time(), tz=timezone.utc) - lag
-        end_date = parse_timestamp(self.config.get("end_date"))
-        return min(end, end_date) if end_date else end
+        return settled_end(self.config, self.budget.server_time())
 
     def object_types(self) -> list[str]:
         """The configured object types; empty reads every type."""
@@ -95,19 +90,3 @@ class AuditLogsStream(KustomerStream):
         row["object_type"] = str(object_type) if object_type is not None else None
         row["object_id"] = str(object_id) if object_id is not None else None
         return row
-
-    @override
-    def _access_error(self, response: requests.Response) -> Exception:
-        """Name the audit log role (the client's message names a resource, not a log)."""
-        error = super()._access_error(response)
-        if not isinstance(error, PermissionDeniedError):
-            return error
-        role = ROLE_BY_RESOURCE["audit_logs"]
-        return PermissionDeniedError(
-            f"The API key lacks the role {role} (or {LEGACY_ROLE_BY_RESOURCE['audit_logs']}) "
-            f"that stream '{self.name}' needs (HTTP {response.status_code} on "
-            f"{urlparse(response.url).path}). Give a key that role, or deselect stream "
-            f"'{self.name}' (or set skip_unauthorized_streams: true)",
-            role=role,
-            resource="audit_logs",
-        )

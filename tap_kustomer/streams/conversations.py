@@ -18,10 +18,11 @@ from tap_kustomer.errors import NotFoundError, PermissionDeniedError
 from tap_kustomer.sdk_adapter import (
     OpenCounter,
     advance_bookmark,
-    tap_of,
+    direct_writer,
     write_record,
     write_schema,
     write_state,
+    write_tap_state,
 )
 from tap_kustomer.search import SearchWalk, WalkKey
 from tap_kustomer.streams.common import SCHEMAS, CustomAttributeSchema, iso, path, relationship_id
@@ -291,7 +292,7 @@ class ConversationsStream(TombstonesMixin):
         resolved_only = bool(self.config.get("resolved_only", True))
         seen = ArchiveSeen(split.standard_from)
         walk = self.archive_walk(context, split)
-        with self.writing_directly(context) as write:
+        with direct_writer(self, context) as write:
             for page in self.archive_pages(walk):
                 chosen = [c for c in page if not resolved_only or is_resolved(c)]
                 for conversation in self._write_with_threads(planner, chosen, streams, write):
@@ -384,7 +385,7 @@ class ConversationsStream(TombstonesMixin):
             stream.start()
         try:
             with (
-                self.writing_directly(context) as write,
+                direct_writer(self, context) as write,
                 self.progress() as progress,
                 self.state_written_on_failure(),
             ):
@@ -426,8 +427,7 @@ class ConversationsStream(TombstonesMixin):
     def _save_queue_seq(self, seq: int, context: Context | None) -> None:
         """Keep ``seq`` in this stream's state and write the STATE now."""
         self.get_context_state(context)[QUEUE_SEQ_KEY] = seq
-        tap = tap_of(self)
-        tap.state_writer.write_state(tap.state)
+        write_tap_state(self)
 
     def thread_strategy(self) -> str:
         """The configured strategy; a dry run reads its one or two threads directly.

@@ -15,7 +15,13 @@ from tap_kustomer.archive import (
 )
 from tap_kustomer.client import KustomerStream
 from tap_kustomer.errors import BadRequestError, NotFoundError, PermissionDeniedError
-from tap_kustomer.search import SEARCH_PAGE_SIZE, SearchWalk, WalkKey, parse_timestamp
+from tap_kustomer.sdk_adapter import direct_writer
+from tap_kustomer.search import (
+    SEARCH_PAGE_SIZE,
+    SearchWalk,
+    WalkKey,
+    settled_end,
+)
 from tap_kustomer.streams.common import (
     SCHEMAS,
     CustomAttributeSchema,
@@ -57,11 +63,7 @@ class SearchedStream(KustomerStream):
         Search lags behind changes; reading only what is older than the lag means a
         record indexed late still lands after the bookmark and is read next run.
         """
-        lag = timedelta(minutes=float(self.config.get("index_lag_minutes", 15)))
-        server_now = datetime.fromtimestamp(self.budget.server_time(), tz=timezone.utc)
-        end = server_now - lag
-        end_date = parse_timestamp(self.config.get("end_date"))
-        return min(end, end_date) if end_date else end
+        return settled_end(self.config, self.budget.server_time())
 
     def new_walk(self, context: Context | None, split: ArchiveSplit | None = None) -> SearchWalk:
         """The standard-search walk from the bookmark (or start_date) to the window end.
@@ -172,7 +174,7 @@ class SearchedStream(KustomerStream):
         """
         seen = ArchiveSeen(split.standard_from)
         walk = self.archive_walk(context, split)
-        with self.writing_directly(context) as write:
+        with direct_writer(self, context) as write:
             for page in self.archive_pages(walk):
                 for row in page:
                     seen.add(row)
